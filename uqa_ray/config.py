@@ -55,7 +55,7 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
         if origin is tuple and args:
             if len(args) != len(value):
                 raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
-            return tuple(_check_type(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+            return tuple(_check_type(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         inner = args[0] if args else Any
         return tuple(_check_type(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict or tp is dict:
@@ -69,6 +69,12 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
         return _build(tp, value, prefix=key + ".")
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 (PyYAML) reads `1e-4` (no dot) as a string; accept numeric strings for floats.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
         return float(value)

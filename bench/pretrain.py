@@ -1,0 +1,217 @@
+"""Pretraining micro-benchmarks on CPU -> bench/results/pretrain.json.
+
+1. Throughput (positions/s) of Trm++ at the official dims (4 layers, d 512, 4 heads, FFN 1536, seq 512)
+   in fp32: forward + backward + AdamW step with the chunked full-vocabulary CE, at official vocabulary
+   sizes (994,447 items) and at the embedded `small` data's (5,000 items). Measured side by side with
+   the same official-vocabulary step on a stand-in loss (no item softmax), so the CE's share is visible.
+2. Peak memory of the chunked CE against the naive CE at 1M items (item dim 128): each loss runs
+   forward + backward in a fresh subprocess that reports its peak RSS (ru_maxrss) and its RSS just
+   before the loss; the ratio compares the loss's own overhead (peak - before) measured in the same run.
+
+3. `--gpu`: the same two questions on CUDA -> bench/results/pretrain_gpu.json: peak allocated memory of
+   chunked vs naive CE at 1M items for the paper's micro-batch (4 x 512), and bf16 positions/s.
+
+Usage: python bench/pretrain.py [--steps 2] [--batch 2] [--mem-batch 1] [--mem-len 512] [--items 1000000]
+       python bench/pretrain.py --gpu
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from uqa_ray.data.schema import BPE_COLUMNS, ID_COLUMNS  # noqa: E402
+from uqa_ray.encoders import OFFICIAL_VOCAB, count_params, preset_config  # noqa: E402
+from uqa_ray.io import write_json  # noqa: E402
+from uqa_ray.pretrain.losses import LossConfig, chunked_cross_entropy, naive_cross_entropy  # noqa: E402
+from uqa_ray.pretrain.objective import PretrainObjective  # noqa: E402
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def synthetic_batch(b: int, t: int, vocab: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = {c: torch.randint(1, vocab[c], (b, t), generator=g) for c in ID_COLUMNS}
+    out |= {c: torch.randint(1, vocab["bpe"], (b, t, 8), generator=g) for c in BPE_COLUMNS}
+    out["mask"] = torch.ones(b, t, dtype=torch.bool)
+    return out
+
+
+# The embedded default's scale (`uqa-ray synth --preset small`: 5,000 items), beside the official sizes.
+SMALL_VOCAB = {"uni_seq_item_id": 5_001, "uni_seq_cate_id": 201, "uni_seq_brand_id": 801,
+               "uni_seq_shop_id": 1_601, "uni_seq_seller_id": 1_601, "bpe": 8_000}
+
+
+def time_steps(cfg, vocab: dict[str, int], steps: int, batch: int, seq: int, stand_in: bool) -> dict:
+    torch.manual_seed(0)
+    obj = PretrainObjective(cfg, LossConfig(kind="ce", chunk_size=32768))
+    opt = torch.optim.AdamW(obj.parameters(), lr=4e-4, betas=(0.9, 0.999), weight_decay=0.0)
+    times = []
+    for step in range(steps + 1):  # the first step warms up (allocations, AdamW state)
+        b = synthetic_batch(batch, seq, vocab, seed=step)
+        t0 = time.perf_counter()
+        if stand_in:  # same encoder + head, a loss with no item softmax
+            loss, n = obj.head(obj.encoder(b)).pow(2).mean(), batch * (seq - 1)
+        else:
+            out = obj(b)
+            loss, n = out["loss"], int(out["n"])
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        opt.step()
+        if step:
+            times.append(time.perf_counter() - t0)
+    mean = sum(times) / len(times)
+    return {"items": vocab["uni_seq_item_id"], "params": count_params(obj), "step_s": times,
+            "mean_step_s": mean, "positions_per_s": n / mean, "final_loss": loss.item()}
+
+
+def throughput(steps: int, batch: int, seq: int) -> dict:
+    cfg = preset_config("trm_pp-official", OFFICIAL_VOCAB, max_len=seq)
+    out: dict = {"encoder": "trm_pp-official", "dtype": "float32", "optimizer": "AdamW",
+                 "dims": {"layers": cfg.n_layers, "d_model": cfg.d_model, "heads": cfg.n_heads,
+                          "ffn": 1536, "seq": seq, "batch": batch}}
+    out["official_vocab_chunked_ce"] = time_steps(cfg, OFFICIAL_VOCAB, steps, batch, seq, stand_in=False)
+    out["official_vocab_no_item_softmax"] = time_steps(cfg, OFFICIAL_VOCAB, steps, batch, seq, stand_in=True)
+    small = preset_config("trm_pp-official", SMALL_VOCAB, max_len=seq)
+    out["small_vocab_chunked_ce"] = time_steps(small, SMALL_VOCAB, steps, batch, seq, stand_in=False)
+    out["ce_share_of_step_official_vocab"] = 1 - (
+        out["official_vocab_no_item_softmax"]["mean_step_s"] / out["official_vocab_chunked_ce"]["mean_step_s"])
+    return out
+
+
+def memory_child(kind: str, n: int, items: int, dim: int, chunk: int) -> None:
+    """Runs in a fresh process: one forward + backward of one loss; prints JSON."""
+    g = torch.Generator().manual_seed(0)
+    h = (torch.randn(n, dim, generator=g) * 0.1).requires_grad_()
+    w = (torch.randn(items, dim, generator=g) * 0.1).requires_grad_()
+    t = torch.randint(0, items, (n,), generator=g)
+    before = rss_mb()
+    t0 = time.perf_counter()
+    loss = chunked_cross_entropy(h, w, t, chunk) if kind == "chunked" else naive_cross_entropy(h, w, t)
+    loss.backward()
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"kind": kind, "loss": float(loss), "grad_h_norm": float(h.grad.norm()),
+                      "rss_before_loss_mb": before, "peak_rss_mb": peak, "loss_overhead_mb": peak - before,
+                      "wall_s": wall}))
+
+
+def memory(n_batch: int, seq: int, items: int, dim: int, chunk: int) -> dict:
+    n = n_batch * seq
+    res = {"batch": n_batch, "seq": seq, "positions": n, "items": items, "item_dim": dim, "chunk": chunk,
+           "naive_logits_mb": n * items * 4 / 2**20}
+    for kind in ("chunked", "naive"):
+        cmd = [sys.executable, __file__, "--child", kind, str(n), str(items), str(dim), str(chunk)]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        if p.returncode:
+            raise RuntimeError(f"{kind} child failed ({p.returncode}): {p.stderr[-2000:]}")
+        res[kind] = json.loads(p.stdout.strip().splitlines()[-1])
+    res["loss_abs_diff"] = abs(res["chunked"]["loss"] - res["naive"]["loss"])
+    res["overhead_ratio_naive_over_chunked"] = res["naive"]["loss_overhead_mb"] / res["chunked"]["loss_overhead_mb"]
+    res["peak_ratio_naive_over_chunked"] = res["naive"]["peak_rss_mb"] / res["chunked"]["peak_rss_mb"]
+    return res
+
+
+def gpu(batch: int, seq: int, items: int, steps: int) -> dict:
+    """On CUDA: peak allocated memory of chunked vs naive CE at `items` (one process, stats reset in
+    between), and bf16-autocast positions/s of Trm++ official with the chunked CE at official vocab."""
+    dev = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    n = batch * seq
+    mem: dict = {"batch": batch, "seq": seq, "items": items, "item_dim": 128, "dtype": "float32"}
+    for rep, kind in [(0, "chunked"), (0, "naive"), (1, "chunked"), (1, "naive")]:  # rep 0 warms up
+        g = torch.Generator(device=dev).manual_seed(0)  # the same data for both losses
+        h = (torch.randn(n, 128, generator=g, device=dev) * 0.1).requires_grad_()
+        w = (torch.randn(items, 128, generator=g, device=dev) * 0.1).requires_grad_()
+        t = torch.randint(0, items, (n,), generator=g, device=dev)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
+        loss = chunked_cross_entropy(h, w, t, 32768) if kind == "chunked" else naive_cross_entropy(h, w, t)
+        loss.backward()
+        torch.cuda.synchronize()
+        if rep:
+            mem[kind] = {"loss": loss.item(), "wall_s": time.perf_counter() - t0,
+                         "overhead_mb": (torch.cuda.max_memory_allocated() - before) / 2**20}
+        del h, w, t, loss
+        torch.cuda.empty_cache()
+    mem["overhead_ratio_naive_over_chunked"] = mem["naive"]["overhead_mb"] / mem["chunked"]["overhead_mb"]
+    mem["loss_abs_diff"] = abs(mem["naive"]["loss"] - mem["chunked"]["loss"])
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(0)
+    cfg = preset_config("trm_pp-official", OFFICIAL_VOCAB, max_len=seq)
+    obj = PretrainObjective(cfg, LossConfig(kind="ce", chunk_size=32768)).to(dev)
+    opt = torch.optim.AdamW(obj.parameters(), lr=4e-4, weight_decay=0.0, fused=True)
+    times = []
+    for step in range(steps + 2):
+        b = {k: v.to(dev, non_blocking=True) for k, v in synthetic_batch(batch, seq, OFFICIAL_VOCAB, step).items()}
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = obj(b)
+        opt.zero_grad(set_to_none=False)
+        out["loss"].backward()
+        opt.step()
+        torch.cuda.synchronize()
+        if step >= 2:
+            times.append(time.perf_counter() - t0)
+    mean = sum(times) / len(times)
+    thr = {"encoder": "trm_pp-official", "batch": batch, "seq": seq, "items": OFFICIAL_VOCAB["uni_seq_item_id"],
+           "precision": "bf16 autocast, TF32", "mean_step_s": mean, "positions_per_s": int(out["n"]) / mean,
+           "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20}
+    return {"device": torch.cuda.get_device_name(), "ce_memory": mem, "throughput": thr}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        kind, n, items, dim, chunk = sys.argv[2], *map(int, sys.argv[3:7])
+        memory_child(kind, n, items, dim, chunk)
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--mem-batch", type=int, default=1)
+    ap.add_argument("--mem-len", type=int, default=512)
+    ap.add_argument("--items", type=int, default=1_000_000)
+    ap.add_argument("--chunk", type=int, default=32768)
+    ap.add_argument("--gpu", action="store_true", help="CUDA mode -> bench/results/pretrain_gpu.json")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if args.gpu:
+        res = gpu(4, args.seq, args.items, max(args.steps, 10))
+        write_json(args.out or ROOT / "bench" / "results" / "pretrain_gpu.json", res)
+        print(json.dumps(res, indent=2))
+        return
+    torch.manual_seed(0)
+    result = {
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version(), "load_avg_at_start": os.getloadavg()},
+        "memory": memory(args.mem_batch, args.mem_len, args.items, 128, args.chunk),
+        "throughput": throughput(args.steps, args.batch, args.seq),
+    }
+    result["machine"]["load_avg_at_end"] = os.getloadavg()
+    write_json(args.out or ROOT / "bench" / "results" / "pretrain.json", result)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

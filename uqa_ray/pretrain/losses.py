@@ -1,0 +1,166 @@
+"""Next-item losses over a large item vocabulary (UQABENCH.md section 3: full-vocabulary CE; table 3: CL).
+
+`chunked_cross_entropy` is the official objective (softmax over every item) without its memory cost:
+at 994k items one micro-batch of 4x512 positions makes ~2e9 logits (8 GB fp32), and autograd would keep
+them plus their gradient. The custom autograd Function below keeps only a running log-sum-exp in the
+forward and recomputes each chunk's logits in the backward, so peak memory is O(N * chunk), not O(N * V).
+
+`sampled_softmax` (uniform or popularity negatives with the logQ correction) and `info_nce` (in-batch
+negatives, temperature; the paper's contrastive "CL" rows) are the cheaper alternatives.
+All take query vectors h (N, D), the item table W (V, D) and targets (N,) as indices into W, with
+`ignore_index` marking positions without a target.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    kind: Literal["ce", "sampled", "infonce"] = "ce"
+    chunk_size: int = 32768  # items per chunk of the full-vocabulary CE
+    n_negatives: int = 1024  # sampled softmax: negatives shared by the micro-batch
+    sampler: Literal["uniform", "popularity"] = "uniform"
+    temperature: float = 0.1  # InfoNCE
+    normalize: bool = True  # InfoNCE on cosine similarities
+    seed: int = 0  # negative sampling generator
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ce", "sampled", "infonce"):
+            raise ValueError(f"kind must be ce, sampled or infonce, got {self.kind!r}")
+        if self.sampler not in ("uniform", "popularity"):
+            raise ValueError(f"sampler must be uniform or popularity, got {self.sampler!r}")
+        if self.chunk_size < 1 or self.n_negatives < 1:
+            raise ValueError("chunk_size and n_negatives must be >= 1")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+class _ChunkedCE(torch.autograd.Function):
+    """Mean over valid rows of logsumexp_v(h.W_v) - h.W_target, in item chunks.
+
+    Autocast is switched off inside: the logits are computed in the inputs' own common dtype (bf16 under
+    DeepSpeed bf16, fp32 otherwise) in BOTH passes, so the backward recomputes exactly the forward's
+    logits; log-sum-exp, softmax and gradients accumulate in fp32 (fp64 for fp64 inputs).
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, chunk: int) -> torch.Tensor:
+        mm = torch.promote_types(h.dtype, w.dtype)
+        acc = torch.promote_types(mm, torch.float32)
+        valid = target >= 0
+        hv, tv = h[valid].to(mm), target[valid]
+        n = hv.shape[0]
+        lse = torch.full((n,), float("-inf"), device=h.device, dtype=acc)
+        with torch.no_grad(), torch.autocast(h.device.type, enabled=False):
+            for s in range(0, w.shape[0], chunk):
+                logits = (hv @ w[s : s + chunk].to(mm).T).to(acc)
+                lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=-1))
+            tgt = (hv.to(acc) * w[tv].to(acc)).sum(-1)
+        ctx.save_for_backward(h, w, target, lse)
+        ctx.chunk = chunk
+        return (lse - tgt).sum() / max(n, 1)  # fp32 (or fp64) even for bf16 inputs
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        h, w, target, lse = ctx.saved_tensors
+        mm, acc = torch.promote_types(h.dtype, w.dtype), lse.dtype
+        valid = target >= 0
+        hv, tv = h[valid].to(mm), target[valid]
+        hacc = hv.to(acc)
+        scale = grad.to(acc) / max(hv.shape[0], 1)
+        gh = torch.zeros(hv.shape, device=h.device, dtype=acc)
+        gw = torch.zeros(w.shape, device=w.device, dtype=acc) if ctx.needs_input_grad[1] else None
+        with torch.autocast(h.device.type, enabled=False):
+            for s in range(0, w.shape[0], ctx.chunk):
+                wc = w[s : s + ctx.chunk].to(mm)
+                # the softmax chunk, recomputed from the forward's logits, times dL
+                p = torch.exp((hv @ wc.T).to(acc) - lse[:, None]) * scale
+                gh += p @ wc.to(acc)
+                if gw is not None:
+                    gw[s : s + ctx.chunk] += p.T @ hacc
+            # the -h.W_target term
+            gh -= w[tv].to(acc) * scale
+            if gw is not None:
+                gw.index_add_(0, tv, hacc * -scale)
+        gh_full = torch.zeros_like(h)
+        gh_full[valid] = gh.to(h.dtype)
+        return gh_full, (gw.to(w.dtype) if gw is not None else None), None, None
+
+
+def chunked_cross_entropy(
+    h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, chunk_size: int = 32768
+) -> torch.Tensor:
+    """Mean full-softmax cross-entropy of h (N, D) against every row of w (V, D); rows whose target is
+    negative (IGNORE) are left out. Equals `F.cross_entropy(h @ w.T, target, ignore_index=-100)`."""
+    if not bool((target < w.shape[0]).all()):
+        raise ValueError(f"target index >= number of items {w.shape[0]}")
+    return _ChunkedCE.apply(h, w, target, chunk_size)
+
+
+def naive_cross_entropy(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The reference: materializes all N x V logits."""
+    return F.cross_entropy((h @ w.T).to(torch.promote_types(h.dtype, torch.float32)), target, ignore_index=IGNORE)
+
+
+def sampled_softmax(
+    h: torch.Tensor,
+    w: torch.Tensor,
+    target: torch.Tensor,
+    n_negatives: int,
+    generator: torch.Generator,
+    log_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax over {target} + `n_negatives` items drawn (with replacement) from q, shared by all rows.
+
+    logQ correction (Bengio & Senecal 2008; Yi et al. 2019): every logit has log q(item) subtracted, so
+    the estimate is unbiased for the full softmax. `log_q` None = uniform q (the correction cancels).
+    A negative equal to the row's target is masked out (an accidental hit is not a negative).
+    """
+    valid = target >= 0
+    hv, tv = h[valid], target[valid]
+    if hv.shape[0] == 0:
+        return h.sum() * 0.0
+    v = w.shape[0]
+    if log_q is None:
+        neg = torch.randint(0, v, (n_negatives,), generator=generator, device=generator.device)
+    else:
+        neg = torch.multinomial(log_q.exp().to(generator.device), n_negatives, replacement=True, generator=generator)
+    neg = neg.to(h.device)
+    pos_logit = (hv * w[tv]).sum(-1, keepdim=True).float()
+    neg_logit = (hv @ w[neg].T).float()
+    if log_q is not None:
+        pos_logit = pos_logit - log_q[tv, None].float()
+        neg_logit = neg_logit - log_q[neg][None, :].float()
+    neg_logit = neg_logit.masked_fill(neg[None, :] == tv[:, None], float("-inf"))
+    logits = torch.cat([pos_logit, neg_logit], dim=1)
+    return F.cross_entropy(logits, torch.zeros(hv.shape[0], dtype=torch.long, device=h.device))
+
+
+def info_nce(
+    h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, temperature: float = 0.1, normalize: bool = True
+) -> torch.Tensor:
+    """In-batch InfoNCE: row i's positive is its target item; the other rows' targets are its negatives
+    (rows sharing the same target item are masked, not counted as negatives)."""
+    valid = target >= 0
+    hv, tv = h[valid], target[valid]
+    if hv.shape[0] == 0:
+        return h.sum() * 0.0
+    e = w[tv]
+    if normalize:
+        hv, e = F.normalize(hv.float(), dim=-1), F.normalize(e.float(), dim=-1)
+    logits = (hv @ e.T).float() / temperature
+    same = (tv[:, None] == tv[None, :]) & ~torch.eye(len(tv), dtype=torch.bool, device=h.device)
+    logits = logits.masked_fill(same, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(tv), device=h.device))
+
+
+def is_finite(loss: torch.Tensor) -> bool:
+    """One host sync; the trainer decides what a non-finite loss means (skip, stop, record)."""
+    return bool(torch.isfinite(loss).all())

@@ -1,0 +1,86 @@
+"""`PretrainObjective`: encoder + next-item head + loss, one module for the trainer to wrap.
+
+Next-item prediction at every valid position (UQABENCH.md section 3): the state at click t, projected
+by a bias-free linear d_model -> item_dim (128, official), is scored against the item-id embedding table
+of the encoder's own input (tied output). The padding row 0 is not an item: it is left out of every
+softmax, so target id k is row k-1 of `item_table()`. Because every encoder is causal, one pass over the
+full sequence serves all positions (`data.collate.next_item_targets`).
+
+ZeRO-3 note: `item_table()` reads the item embedding's weight outside that embedding's own forward.
+Under ZeRO-3 register it once with `deepspeed.zero.register_external_parameter(objective, p)` for each
+`p` in `objective.external_parameters()`, so DeepSpeed gathers it for the head.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from uqa_ray.data.collate import last_item_targets, next_item_targets
+from uqa_ray.encoders.base import build_encoder
+from uqa_ray.encoders.config import EncoderConfig
+from uqa_ray.encoders.layers import Linear
+from uqa_ray.pretrain.losses import IGNORE, LossConfig, chunked_cross_entropy, info_nce, sampled_softmax
+
+
+class PretrainObjective(nn.Module):
+    def __init__(
+        self, enc_cfg: EncoderConfig, loss_cfg: LossConfig | None = None, item_counts: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        self.enc_cfg, self.loss_cfg = enc_cfg, loss_cfg or LossConfig()
+        self.encoder = build_encoder(enc_cfg)
+        self.head = Linear(enc_cfg.d_model, enc_cfg.item_dim, bias=False, std=enc_cfg.init_std)
+        n_items = enc_cfg.vocab["uni_seq_item_id"] - 1
+        # Sampling step, saved in checkpoints, so a resumed run draws the same negatives.
+        self.register_buffer("sample_step", torch.zeros((), dtype=torch.long))
+        log_q = None
+        if self.loss_cfg.kind == "sampled" and self.loss_cfg.sampler == "popularity":
+            if item_counts is None or item_counts.shape[0] != n_items + 1:
+                raise ValueError(f"popularity sampling needs item_counts of length {n_items + 1} (ids 0..{n_items})")
+            q = item_counts[1:].double() + 1.0  # add-one: every item stays drawable
+            log_q = (q / q.sum()).log().float()
+        self.register_buffer("log_q", log_q, persistent=False)
+
+    def external_parameters(self) -> list[nn.Parameter]:
+        return [self.encoder.item_input.item_embedding.weight]
+
+    def item_table(self) -> torch.Tensor:
+        """(n_items, item_dim): row k-1 is item id k."""
+        return self.encoder.item_input.item_embedding.weight[1:]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{"loss": mean loss over predicted positions (0-dim), "n": their number (0-dim long tensor)}."""
+        q = self.head(self.encoder(batch))
+        tgt = next_item_targets(batch)
+        tgt = torch.where(tgt > 0, tgt - 1, torch.full_like(tgt, IGNORE)).reshape(-1)
+        q = q.reshape(-1, q.shape[-1])
+        w, cfg = self.item_table(), self.loss_cfg
+        if cfg.kind == "ce":
+            loss = chunked_cross_entropy(q, w, tgt, cfg.chunk_size)
+        elif cfg.kind == "sampled":
+            step = int(self.sample_step)
+            if self.training:
+                self.sample_step += 1
+            gen = torch.Generator(device=q.device).manual_seed(cfg.seed * 1_000_003 + step)
+            loss = sampled_softmax(q, w, tgt, cfg.n_negatives, gen, self.log_q)
+        else:
+            loss = info_nce(q, w, tgt, cfg.temperature, cfg.normalize)
+        return {"loss": loss, "n": (tgt >= 0).sum()}
+
+    def last_queries(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query (B, item_dim) at each row's second-to-last click, target item id (B,), 0 = none)."""
+        pos, target = last_item_targets(batch)
+        h = self.encoder(batch)
+        h = h[torch.arange(h.shape[0], device=h.device), pos]
+        return self.head(h), target
+
+    @torch.no_grad()
+    def score_last(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, V) scores of every item id 0..V-1 (V = the item vocabulary; column 0, padding, is -inf)
+        for each row's next click after its second-to-last one; the targets are
+        `data.collate.last_item_targets(batch)[1]`. For a full vocabulary and many rows prefer
+        `last_queries` + `metrics.target_ranks`, which never materializes B x V."""
+        q, _ = self.last_queries(batch)
+        s = q.float() @ self.encoder.item_input.item_embedding.weight.float().T
+        s[:, 0] = float("-inf")
+        return s
