@@ -17,27 +17,33 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
     "synth": ("uqa_ray.data.synthetic", "generate a Taobao-like click log with planted truth"),
     "prepare": ("uqa_ray.data.prepare", "Ray Data: raw log -> official Arrow files + maps + tokenizer"),
+    "questions": ("uqa_ray.questions.cli", "generate the 7 sub-tasks' questions (align_data_{train,eval}.arrow)"),
+    "score": ("uqa_ray.questions.score_cli", "score predictions: official rule / option likelihood, CIs"),
+    "pretrain": ("uqa_ray.pretrain.cli", "Ray Train + DeepSpeed: pretrain one encoder, export it in fp32"),
+    "plan": ("uqa_ray.pretrain.plan_cli", "memory per GPU of each preset x ZeRO stage x GPU count"),
+    "params": ("uqa_ray.encoders.cli", "parameter counts (dense / embeddings / total) of every encoder preset"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="uqa-ray", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", metavar="command", required=True)
-    for name, (module, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(_module=module)
-    # Parse the command name first, then let its module add its own arguments.
-    args, _ = parser.parse_known_args(argv)
-    mod = importlib.import_module(args._module)
-    p = argparse.ArgumentParser(prog=f"uqa-ray {args.command}", description=COMMANDS[args.command][1])
-    mod.configure(p)
     argv = list(sys.argv[1:] if argv is None else argv)
-    argv.remove(args.command)
-    cmd_args = p.parse_args(argv)
+    if not argv or argv[0] not in COMMANDS:
+        # No (known) command: the top-level parser prints the usage, the list or the error.
+        parser = argparse.ArgumentParser(prog="uqa-ray", description=__doc__.split("\n")[0])
+        sub = parser.add_subparsers(dest="command", metavar="command", required=True)
+        for name, (_, help_) in COMMANDS.items():
+            sub.add_parser(name, help=help_)
+        parser.parse_args(argv)
+        return 2
+    command, module = argv[0], COMMANDS[argv[0]][0]
+    mod = importlib.import_module(module)
+    p = argparse.ArgumentParser(prog=f"uqa-ray {command}", description=COMMANDS[command][1])
+    mod.configure(p)
+    args = p.parse_args(argv[1:])
     try:
-        rc = mod.run(cmd_args)
+        rc = mod.run(args)
     except (InputError, ConfigError) as e:
-        print(f"uqa-ray {args.command}: error: {e}", file=sys.stderr)
+        print(f"uqa-ray {command}: error: {e}", file=sys.stderr)
         return 2
     return int(rc or 0)
 

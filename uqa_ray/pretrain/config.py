@@ -1,0 +1,86 @@
+"""`PretrainConfig`: one pretraining run (encoder x size x length x loss) and how to scale it.
+
+Defaults follow the official pretraining recipe (UQABENCH.md section 3): AdamW lr 4e-4 (the paper's text
+says 1e-4; the released scripts use 4e-4), betas (0.9, 0.999), no weight decay, constant LR, 3 epochs,
+micro-batch 4 per device. Scaling is config, so the same run goes from a laptop to many GPU nodes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from uqa_ray.encoders.config import OFFICIAL_VOCAB
+from uqa_ray.encoders.presets import PRESETS, preset_config
+from uqa_ray.pretrain.losses import LossConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 4e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # 0 = off (the official pretraining does not clip)
+    epochs: int = 3
+    micro_batch: int = 4  # per worker (per GPU)
+    grad_accum: int = 1
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.epochs < 1 or self.micro_batch < 1 or self.grad_accum < 1:
+            raise ValueError("lr must be > 0 and epochs, micro_batch, grad_accum >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingSpec:
+    """Ray Train workers. One worker per GPU on clusters; CPU workers talk over gloo."""
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    resources_per_worker: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    data: str = ""  # a prepared data folder (uqa-ray prepare)
+    preset: str = "trm_pp-official"  # a key of encoders.presets.PRESETS
+    encoder: dict[str, Any] = dataclasses.field(default_factory=dict)  # EncoderConfig overrides
+    max_len: int = 512  # table 6 varies this: 32 ... 512
+    input_mode: Literal["full", "no_text", "no_side"] = "full"  # table 3
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    scaling: ScalingSpec = ScalingSpec()
+    zero_stage: int = 2
+    deepspeed: str = ""  # optional DeepSpeed JSON whose keys override the generated config
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    shuffle_buffer: int = 256  # rows; seeded per epoch, so the order is reproducible
+    checkpoint_every: int = 0  # steps; 0 = at the end of each epoch only
+    keep_checkpoints: int = 2
+    eval_users: int = 0  # 0 = every eval user
+    eval_batch: int = 16
+    ks: tuple[int, ...] = (1, 5, 10, 20, 50)
+    max_steps: int = 0  # 0 = no limit (smoke runs and tests cap it)
+    max_failures: int = 0  # Ray Train FailureConfig: restarts from the latest checkpoint
+    seed: int = 0
+    name: str = ""  # run name under `storage`; "" = derived from the config hash
+    storage: str = "runs/pretrain"
+    fail_at_step: int = 0  # fault injection for tests: rank 1 SIGKILLs itself once at this step
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset: unknown {self.preset!r}; known: {', '.join(PRESETS)}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.max_len < 2:
+            raise ValueError(f"max_len must be >= 2 (one input and one target), got {self.max_len}")
+        # Validate the encoder overrides now (with official vocab sizes) rather than on the workers.
+        self.encoder_config(OFFICIAL_VOCAB)
+
+    def encoder_config(self, vocab: dict[str, int]):
+        return preset_config(
+            self.preset, vocab, **{"max_len": self.max_len, "input_mode": self.input_mode, **self.encoder}
+        )

@@ -1,0 +1,233 @@
+"""The per-worker pretraining loop: plain torch + DeepSpeed, fed by a `Session` (Ray Train or torchrun).
+
+Per epoch: next-item training over this rank's shard, then HR@k / NDCG@k of the last click of the eval
+users (full ranking, all-reduced over ranks), throughput in positions/s and, on GPU, MFU. Checkpoints
+are DeepSpeed checkpoints (every rank writes its ZeRO shard) plus each rank's RNG state and the data
+position, so a restarted run continues exactly where the last checkpoint left it.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from uqa_ray.config import build
+from uqa_ray.data.collate import collate
+from uqa_ray.pretrain.config import PretrainConfig
+from uqa_ray.pretrain.ds_config import deepspeed_config, resolve_precision
+from uqa_ray.pretrain.flops import flops_per_position, peak_flops
+from uqa_ray.pretrain.metrics import finalize, metric_sums, target_ranks
+from uqa_ray.pretrain.objective import PretrainObjective
+
+CKPT_TAG = "ckpt"
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _allreduce(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def build_engine(cfg: PretrainConfig, enc_cfg, on_gpu: bool):
+    import deepspeed
+
+    ds_cfg = deepspeed_config(cfg, on_gpu)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    # ZeRO-3: parameters are partitioned as they are created, so a 1.2B encoder never exists whole on
+    # one rank (DeepSpeed's zero.Init). The objective's init happens in module constructors.
+    with deepspeed.zero.Init(enabled=cfg.zero_stage == 3, config_dict_or_path=ds_cfg):
+        model = PretrainObjective(enc_cfg, cfg.loss)
+    if cfg.zero_stage == 3:
+        for p in model.external_parameters():
+            deepspeed.zero.register_external_parameter(model, p)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=model.parameters(), config=ds_cfg, dist_init_required=False
+    )
+    return engine, ds_cfg
+
+
+@contextlib.contextmanager
+def _gathered(params: list[torch.nn.Parameter], enabled: bool):
+    if not enabled:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params):
+        yield
+
+
+def evaluate(engine, session, cfg: PretrainConfig, enc_cfg, device: torch.device) -> dict[str, float]:
+    """HR@k / NDCG@k on the last click of this rank's eval users, summed over all ranks."""
+    module = engine.module
+    module.eval()
+    keys = ["n"] + [f"{m}@{k}" for k in cfg.ks for m in ("HR", "NDCG")]
+    sums = dict.fromkeys(keys, 0.0)
+    weight = module.encoder.item_input.item_embedding.weight
+    with torch.no_grad():
+        for batch in session.eval_batches():
+            b = _to_device(collate(batch, enc_cfg.max_len), device)
+            q, target = module.last_queries(b)
+            # Under ZeRO-3 the table is gathered per batch and only AFTER the forward: the encoder's own
+            # forward re-partitions it on exit, even inside an outer GatheredParameters.
+            with _gathered([weight], cfg.zero_stage == 3):
+                if weight.shape != (enc_cfg.vocab["uni_seq_item_id"], enc_cfg.item_dim):
+                    raise RuntimeError(f"item table not gathered for evaluation: shape {tuple(weight.shape)}")
+                ranks = target_ranks(q, weight, target)
+            for k, v in metric_sums(ranks, cfg.ks).items():
+                sums[k] += v
+    module.train()
+    total = dict(zip(keys, _allreduce([sums[k] for k in keys], device)))
+    return finalize(total)
+
+
+def save_checkpoint(engine, session, state: dict[str, Any], metrics: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory(prefix="uqa-ckpt-") as d:
+        engine.save_checkpoint(d, tag=CKPT_TAG, client_state=state)
+        rng_dir = Path(d) / "rng"
+        rng_dir.mkdir(exist_ok=True)
+        torch.save(_rng_state(), rng_dir / f"rank{session.rank}.pt")
+        session.report(metrics, Path(d))
+
+
+def load_checkpoint(engine, session) -> dict[str, Any] | None:
+    with session.latest_checkpoint() as d:
+        if d is None:
+            return None
+        _, state = engine.load_checkpoint(str(d), tag=CKPT_TAG)
+        if state is None:
+            raise RuntimeError(f"checkpoint {d} could not be loaded (missing tag {CKPT_TAG!r})")
+        rng = Path(d) / "rng" / f"rank{session.rank}.pt"
+        if rng.exists():
+            _set_rng_state(torch.load(rng, weights_only=False))
+        return state
+
+
+def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> None:
+    """Entry point of every worker. `cfg_dict` is `to_dict(PretrainConfig)` plus `"_run"` facts from the
+    driver (vocab, steps per epoch, baseline metrics)."""
+    run = dict(cfg_dict.pop("_run"))
+    cfg = build(PretrainConfig, cfg_dict)
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    if not on_gpu:
+        # Ray Train gives each CPU worker its cpus_per_worker; oversubscribing the cores is slower.
+        torch.set_num_threads(max(1, int(run.get("threads", 1))))
+    from uqa_ray.pretrain.session import RaySession
+
+    session = session_factory(cfg) if session_factory else RaySession(cfg)
+    enc_cfg = cfg.encoder_config(run["vocab"])
+    engine, ds_cfg = build_engine(cfg, enc_cfg, on_gpu)
+    precision = resolve_precision(cfg.precision, on_gpu)
+    fpp = flops_per_position(enc_cfg)
+    peak = peak_flops(device) if on_gpu else None
+
+    state = load_checkpoint(engine, session) or {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": []}
+    if session.rank == 0 and state["global_step"]:
+        print(f"[pretrain] resumed at epoch {state['epoch'] + 1} step {state['step_in_epoch']}", flush=True)
+    steps_per_epoch = run["steps_per_epoch"]
+    log_every = max(1, steps_per_epoch // 10)
+
+    while state["epoch"] < cfg.optim.epochs:
+        epoch = state["epoch"]
+        # loss * n and n since the epoch began; restored on resume so the epoch's mean stays exact.
+        window = list(state.get("window", [0.0, 0.0]))
+        clock, positions = None, 0.0
+        for i, batch in enumerate(session.train_batches(epoch)):
+            if i < state["step_in_epoch"]:
+                continue  # the data position of a resumed run: these batches were trained already
+            if cfg.fail_at_step and state["global_step"] == cfg.fail_at_step and session.rank == 1:
+                marker = Path(run["run_dir"]) / f".failed-at-{cfg.fail_at_step}"
+                if not marker.exists():
+                    marker.parent.mkdir(parents=True, exist_ok=True)
+                    marker.touch()
+                    os.kill(os.getpid(), signal.SIGKILL)  # a real process death, not an exception
+            out = engine(_to_device(collate(batch, enc_cfg.max_len), device))
+            loss, n = out["loss"], float(out["n"])
+            finite = math.isfinite(loss.item())
+            # One small all-reduce per step: every rank must learn that ANY rank diverged, or the
+            # others would block in the next ZeRO collective.
+            s_loss, s_n, bad = _allreduce([loss.item() * n if finite else 0.0, n, 0.0 if finite else 1.0], device)
+            if bad:
+                if session.rank == 0:
+                    print(f"[pretrain] non-finite loss at step {state['global_step']}: stopping", flush=True)
+                session.report({"status": "diverged", "step": state["global_step"], "epoch": epoch + 1}, None)
+                return
+            engine.backward(loss)
+            engine.step()
+            window[0] += s_loss
+            window[1] += s_n
+            state["window"] = list(window)
+            # Throughput excludes each epoch's first step (allocator warm-up, kernel selection). The
+            # `.item()` above synchronizes the device every step, so the clock is honest on GPU too.
+            if clock is None:
+                clock, positions = time.perf_counter(), 0.0
+            else:
+                positions += s_n
+            state["step_in_epoch"] += 1
+            state["global_step"] += 1
+            done = cfg.max_steps and state["global_step"] >= cfg.max_steps
+            if session.rank == 0 and (state["step_in_epoch"] % log_every == 0):
+                print(
+                    f"[pretrain] epoch {epoch + 1}/{cfg.optim.epochs} step {state['step_in_epoch']}/"
+                    f"{steps_per_epoch} loss {window[0] / max(window[1], 1):.4f}",
+                    flush=True,
+                )
+            if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0 and not done:
+                save_checkpoint(engine, session, dict(state), {"epoch": epoch + 1, "step": state["global_step"]})
+            if done:
+                break
+        elapsed = time.perf_counter() - clock if clock is not None else 0.0
+        finished = cfg.max_steps and state["global_step"] >= cfg.max_steps
+        metrics = {
+            "epoch": epoch + 1,
+            "step": state["global_step"],
+            "train_loss": window[0] / max(window[1], 1.0),
+            "positions_per_s": positions / elapsed if elapsed > 0 else math.nan,
+            "precision": precision,
+            "zero_stage": cfg.zero_stage,
+            **{f"eval/{k}": v for k, v in evaluate(engine, session, cfg, enc_cfg, device).items()},
+            **{f"mostpop/{k}": v for k, v in run.get("mostpop", {}).items()},
+        }
+        if peak:
+            metrics["mfu"] = metrics["positions_per_s"] * fpp / (peak * session.world)
+        history = state["history"] + [metrics["train_loss"]]
+        metrics["loss_history"] = history
+        state = {"epoch": epoch + 1, "step_in_epoch": 0, "global_step": state["global_step"], "history": history}
+        if finished:
+            state["epoch"] = cfg.optim.epochs
+        metrics["final"] = state["epoch"] >= cfg.optim.epochs
+        save_checkpoint(engine, session, dict(state), metrics)
+        if session.rank == 0:
+            hr = metrics.get("eval/HR@10", math.nan)
+            print(
+                f"[pretrain] epoch {epoch + 1} done: loss {metrics['train_loss']:.4f} HR@10 {hr:.4f} "
+                f"{metrics['positions_per_s']:.0f} positions/s",
+                flush=True,
+            )

@@ -1,0 +1,124 @@
+"""Where a training worker gets its rank, batches and checkpoints from: Ray Train, or plain torchrun.
+
+The per-worker loop (`loop.py`) only talks to a `Session`, so the same plain torch + DeepSpeed code runs
+under Ray Train (data streamed by Ray Data, checkpoints reported to Ray) and under `torchrun` for
+debugging (data read straight from the Arrow file, checkpoints in a local folder).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from uqa_ray.data.schema import PRETRAIN_FILES
+
+
+class RaySession:
+    """Inside a Ray Train worker: dataset shards from `get_dataset_shard`, checkpoints via `report`."""
+
+    def __init__(self, cfg) -> None:
+        import ray.train
+
+        self._train = ray.train
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.cfg = cfg
+
+    def train_batches(self, epoch: int) -> Iterator[pa.Table]:
+        # The shard's order is deterministic (preserve_order + equal split); the local shuffle is seeded
+        # per epoch, so a resumed run sees exactly the batches an uninterrupted run would.
+        shard = self._train.get_dataset_shard("train")
+        return shard.iter_batches(
+            batch_size=self.cfg.optim.micro_batch,
+            batch_format="pyarrow",
+            drop_last=True,  # every rank takes the same number of steps (ZeRO collectives)
+            local_shuffle_buffer_size=self.cfg.shuffle_buffer or None,
+            local_shuffle_seed=self.cfg.seed * 10_007 + epoch if self.cfg.shuffle_buffer else None,
+        )
+
+    def eval_batches(self) -> Iterator[pa.Table]:
+        shard = self._train.get_dataset_shard("eval")
+        return shard.iter_batches(batch_size=self.cfg.eval_batch, batch_format="pyarrow")
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self) -> Iterator[Path | None]:
+        ckpt = self._train.get_checkpoint()
+        if ckpt is None:
+            yield None
+            return
+        with ckpt.as_directory() as d:
+            yield Path(d)
+
+    def report(self, metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
+        from ray.train import Checkpoint
+
+        checkpoint = Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir is not None else None
+        self._train.report(metrics, checkpoint=checkpoint)
+
+
+class TorchrunSession:
+    """Under `torchrun` (debugging): rows read from the Arrow files, strided by rank."""
+
+    def __init__(self, cfg, run_dir: Path) -> None:
+        import torch.distributed as dist
+
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.cfg, self.run_dir = cfg, run_dir
+        self._tables = {
+            split: pa.ipc.open_file(pa.memory_map(str(Path(cfg.data) / name), "r")).read_all()
+            for split, name in PRETRAIN_FILES.items()
+        }
+
+    def _rows(self, split: str, order: np.ndarray, batch: int, drop_last: bool) -> Iterator[pa.Table]:
+        table = self._tables[split]
+        per_rank = len(order) // self.world  # equal rows per rank, as Ray's equal split gives
+        mine = order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        stop = len(mine) - (len(mine) % batch if drop_last else 0)
+        for s in range(0, stop, batch):
+            yield table.take(mine[s : s + batch])
+
+    def train_batches(self, epoch: int) -> Iterator[pa.Table]:
+        n = self._tables["train"].num_rows
+        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
+        return self._rows("train", order, self.cfg.optim.micro_batch, drop_last=True)
+
+    def eval_batches(self) -> Iterator[pa.Table]:
+        n = self._tables["eval"].num_rows
+        n = min(n, self.cfg.eval_users) if self.cfg.eval_users else n
+        return self._rows("eval", np.arange(n), self.cfg.eval_batch, drop_last=False)
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self) -> Iterator[Path | None]:
+        latest = self.run_dir / "checkpoints" / "latest"
+        yield latest if latest.is_dir() else None
+
+    def report(self, metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
+        import torch.distributed as dist
+
+        if self.rank == 0:
+            print(json.dumps(metrics), flush=True)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "metrics.jsonl", "a") as f:  # one line per report, like Ray's result log
+                f.write(json.dumps(metrics) + "\n")
+        if ckpt_dir is None:
+            return
+        # Every rank copies its own shard files into the shared folder, then rank 0 publishes it.
+        staging = self.run_dir / "checkpoints" / ".staging"
+        staging.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(ckpt_dir, staging, dirs_exist_ok=True)
+        dist.barrier()
+        if self.rank == 0:
+            latest = self.run_dir / "checkpoints" / "latest"
+            old = latest.with_name("previous")
+            if old.exists():
+                shutil.rmtree(old)
+            if latest.exists():
+                os.replace(latest, old)
+            os.replace(staging, latest)
+        dist.barrier()

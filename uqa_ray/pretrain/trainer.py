@@ -1,0 +1,194 @@
+"""Ray Train wiring of a pretraining run: datasets, workers, checkpoints, resume, fp32 export.
+
+`pretrain(cfg)` streams the prepared Arrow files with Ray Data into a `TorchTrainer` whose workers run
+`loop.train_loop` with DeepSpeed. The run lives at `<storage>/<name>`: Ray Train keeps its checkpoints
+there, and a rerun with the same name (or a worker restart under `max_failures`) resumes from the latest
+one. At the end the last checkpoint is consolidated to an fp32 encoder export (`<run>/encoder/`, ZeRO
+shards gathered by DeepSpeed's own zero_to_fp32) that the alignment stage loads without Ray or DeepSpeed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uqa_ray.config import content_hash, to_dict
+from uqa_ray.data.schema import META_FILE, PRETRAIN_FILES
+from uqa_ray.data.stream import arrow_file_info, read_sequences
+from uqa_ray.encoders.config import input_columns
+from uqa_ray.encoders.export import load_encoder, save_encoder
+from uqa_ray.io import InputError, atomic_path, write_json
+from uqa_ray.pretrain.config import PretrainConfig
+from uqa_ray.pretrain.loop import CKPT_TAG, train_loop
+from uqa_ray.pretrain.objective import PretrainObjective
+
+EXPORT_DIR = "encoder"
+SUMMARY_FILE = "summary.json"
+STATUS_FILE = "status.json"
+
+
+@dataclasses.dataclass
+class PretrainResult:
+    run_dir: Path
+    encoder_dir: Path | None
+    status: str  # ok | diverged | failed
+    metrics: dict[str, Any]
+    reused: bool = False
+
+
+def read_meta(data: str | Path) -> dict[str, Any]:
+    path = Path(data) / META_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: cannot read the prepared data's meta.json ({e}); run `uqa-ray prepare`") from e
+
+
+def run_name(cfg: PretrainConfig) -> str:
+    # Keyed by everything that changes the weights (not by scaling or storage), so a rerun resumes.
+    key = dataclasses.replace(cfg, scaling=type(cfg.scaling)(), name="", storage="", max_failures=0, fail_at_step=0)
+    return cfg.name or f"{cfg.preset}-L{cfg.max_len}-{cfg.input_mode}-{cfg.loss.kind}-{content_hash(key)}"
+
+
+def mostpop_baseline(train_ds, eval_ds, n_items: int, ks) -> dict[str, float]:
+    """Most-popular baseline on the same eval targets (streamed through the driver batch by batch)."""
+    from uqa_ray.data.collate import collate, last_item_targets
+    from uqa_ray.pretrain.metrics import hr_ndcg, item_counts, popularity_ranks
+
+    counts = torch.zeros(n_items, dtype=torch.long)
+    for b in train_ds.select_columns(["uni_seq_item_id"]).iter_batches(batch_size=4096, batch_format="pyarrow"):
+        counts += item_counts(b.column("uni_seq_item_id").combine_chunks(), n_items)
+    targets = []
+    for b in eval_ds.select_columns(["uni_seq_item_id"]).iter_batches(batch_size=4096, batch_format="pyarrow"):
+        targets.append(last_item_targets(collate(b, max_len=2))[1])
+    return hr_ndcg(popularity_ranks(counts, torch.cat(targets)), ks)
+
+
+def export_encoder(ckpt_dir: Path, cfg: PretrainConfig, enc_cfg, out: Path) -> Path:
+    """Consolidate a DeepSpeed checkpoint to an fp32 encoder export."""
+    tag_dir = ckpt_dir / CKPT_TAG
+    if any(tag_dir.glob("*optim_states.pt")) and cfg.zero_stage > 0:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        # Gathers every rank's fp32 master partition (ZeRO-1/2/3): the exact weights, even under bf16.
+        state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=CKPT_TAG)
+    else:
+        state = torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
+    with torch.device("meta"):
+        model = PretrainObjective(enc_cfg, cfg.loss)
+    # zero_to_fp32 returns parameters only; the objective's sole buffer is the sampler's step counter.
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False, assign=True)
+    missing = [n for n, t in model.encoder.state_dict().items() if t.is_meta]
+    if missing:
+        raise RuntimeError(f"checkpoint {ckpt_dir} lacks encoder tensors {missing[:5]}")
+    return save_encoder(model.encoder, enc_cfg, out)
+
+
+def _cpus_per_worker(cfg: PretrainConfig) -> float:
+    """Leave one CPU for Ray Data: training workers that reserve (nearly) every CPU starve the read tasks
+    that feed them and the run deadlocks (seen on a 2-core machine with 2 workers x 1 CPU, and with
+    2 x 0.75: Ray Data's budget is what Ray Train leaves, and a read task needs a whole CPU)."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0.0)
+    want = cfg.scaling.cpus_per_worker
+    if cfg.scaling.use_gpu or total - want * cfg.scaling.num_workers >= 1.0:
+        return want
+    fit = max(0.1, (total - 1.0) / cfg.scaling.num_workers)
+    print(f"[pretrain] {total:g} CPUs: {cfg.scaling.num_workers} workers get {fit:.2f} CPU each (asked {want:g}), "
+          "leaving room for Ray Data", flush=True)
+    return fit
+
+
+def pretrain(cfg: PretrainConfig) -> PretrainResult:
+    import ray.train
+    from ray.data import ExecutionOptions
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from uqa_ray.raysetup import init_ray
+
+    if not cfg.data:
+        raise InputError("pretrain: no prepared data folder given (data=...)")
+    meta = read_meta(cfg.data)
+    vocab = meta.get("vocab") or {}
+    enc_cfg = cfg.encoder_config(vocab)
+    name = run_name(cfg)
+    storage = Path(cfg.storage).resolve()
+    run_dir = storage / name
+    export = run_dir / EXPORT_DIR
+    if (run_dir / SUMMARY_FILE).exists() and (export / "config.json").exists():
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+        print(f"[pretrain] {name}: reusing finished run ({run_dir})", flush=True)
+        return PretrainResult(run_dir, export, summary["status"], summary["metrics"], reused=True)
+
+    init_ray()
+    columns = list(input_columns(enc_cfg.input_mode))
+    files = {s: Path(cfg.data) / f for s, f in PRETRAIN_FILES.items()}
+    train_ds = read_sequences(files["train"], columns)
+    eval_ds = read_sequences(files["eval"], columns)
+    if cfg.eval_users:
+        eval_ds = eval_ds.limit(cfg.eval_users)
+    n_train = sum(arrow_file_info(files["train"])[1])
+    world = cfg.scaling.num_workers
+    steps_per_epoch = (n_train // world) // cfg.optim.micro_batch
+    if steps_per_epoch < 1:
+        raise InputError(
+            f"{files['train']}: {n_train} users cannot fill one micro-batch of {cfg.optim.micro_batch} on "
+            f"each of {world} workers"
+        )
+    t0 = time.perf_counter()
+    mostpop = mostpop_baseline(train_ds, eval_ds, vocab["uni_seq_item_id"], cfg.ks)
+    threads = max(1, int(cfg.scaling.cpus_per_worker))
+    loop_cfg = {
+        **to_dict(cfg),
+        "_run": {"vocab": vocab, "steps_per_epoch": steps_per_epoch, "mostpop": mostpop,
+                 "run_dir": str(run_dir), "threads": threads},
+    }
+    resources = {"CPU": _cpus_per_worker(cfg), **cfg.scaling.resources_per_worker}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop_cfg,
+        scaling_config=ScalingConfig(
+            num_workers=world, use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+        ),
+        datasets={"train": train_ds, "eval": eval_ds},
+        # preserve_order makes the equal split across workers deterministic (Ray Data's OutputSplitter
+        # ignores locality then), so the same seed gives the same shards and a resume the same batches.
+        dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
+    )
+    print(f"[pretrain] {name}: {world} workers, ZeRO-{cfg.zero_stage}, {steps_per_epoch} steps/epoch", flush=True)
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        write_json(run_dir / STATUS_FILE, {"status": "failed", "reason": str(e)[:2000]})
+        return PretrainResult(run_dir, None, "failed", {"error": str(e)[:2000]})
+    metrics = dict(result.metrics or {})
+    if not metrics.get("final"):
+        # The loop stopped early without a final checkpoint: only a diverged loss does that.
+        write_json(run_dir / STATUS_FILE, {"status": "diverged", "last_checkpoint_metrics": metrics})
+        print(f"[pretrain] {name}: DIVERGED (non-finite loss); last good checkpoint kept", flush=True)
+        return PretrainResult(run_dir, None, "diverged", metrics)
+    with result.checkpoint.as_directory() as d:
+        export_encoder(Path(d), cfg, enc_cfg, export)
+    metrics["wall_s"] = time.perf_counter() - t0
+    summary = {"status": "ok", "run": name, "config": to_dict(cfg), "encoder": to_dict(enc_cfg), "metrics": metrics}
+    write_json(run_dir / SUMMARY_FILE, summary)
+    hr, pop = metrics.get("eval/HR@10", math.nan), mostpop.get("HR@10", math.nan)
+    print(
+        f"[pretrain] {name}: done in {metrics['wall_s']:.0f}s, HR@10 {hr:.4f} (most-popular {pop:.4f}), "
+        f"export {export}",
+        flush=True,
+    )
+    return PretrainResult(run_dir, export, "ok", metrics)
