@@ -1,0 +1,97 @@
+"""`uqa-ray prepare --official DIR`: accept the official Kaggle Arrow files as already-prepared data.
+
+The two pretrain files are required, the two align files optional (both or neither). Each file's
+schema is checked, ids are checked to be non-negative, and meta.json gets vocab = max id + 1 per
+column (the shared "bpe" table: the max over the five text columns), computed one record batch at
+a time from a memory map. The files are hard-linked (copied across file systems) into the output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from uqa_ray.data.schema import (
+    ALIGN_FILES, ALIGN_SCHEMA, BPE_COLUMNS, BPE_VOCAB_KEY, META_FILE, PRETRAIN_FILES, PRETRAIN_SCHEMA, SEQ_COLUMNS,
+    TOKENIZER_DIR, check_schema,
+)
+from uqa_ray.io import InputError, atomic_path
+
+
+def scan_file(path: Path, expected: pa.Schema) -> dict:
+    """Rows, clicks and the max id per column of one official file, streamed by record batch."""
+    try:
+        reader = pa.ipc.open_file(pa.memory_map(str(path)))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{path}: not a readable Arrow IPC file ({e})") from e
+    check_schema(reader.schema, expected, str(path))
+    rows, clicks = 0, 0
+    max_id = {c: -1 for c in SEQ_COLUMNS}
+    for i in range(reader.num_record_batches):
+        batch = reader.get_batch(i)
+        rows += batch.num_rows
+        for c in SEQ_COLUMNS:
+            col = batch.column(c)
+            if c == SEQ_COLUMNS[0]:
+                clicks += int(pc.sum(pc.list_value_length(col)).as_py() or 0)
+            values = pc.list_flatten(pc.list_flatten(col))
+            if len(values):
+                lo, hi = pc.min_max(values).values()
+                if lo.as_py() is None or lo.as_py() < 0:
+                    raise InputError(f"{path}: column {c!r} has a negative or null id ({lo.as_py()})")
+                max_id[c] = max(max_id[c], hi.as_py())
+    if rows == 0:
+        raise InputError(f"{path}: no rows")
+    return {"rows": rows, "clicks": clicks, "max_id": max_id}
+
+
+def prepare_official(src: str | Path, out: str | Path, tokenizer: str | None = None) -> dict:
+    src, out = Path(src), Path(out)
+    files = dict(PRETRAIN_FILES.items())
+    for name in PRETRAIN_FILES.values():
+        if not (src / name).is_file():
+            raise InputError(f"{src / name}: missing (the official pretrain files are required)")
+    present = [n for n in ALIGN_FILES.values() if (src / n).is_file()]
+    if len(present) == 1:
+        raise InputError(f"{src}: only {present[0]} of the two align files is present")
+    scans = {n: scan_file(src / n, PRETRAIN_SCHEMA) for n in PRETRAIN_FILES.values()}
+    scans.update({n: scan_file(src / n, ALIGN_SCHEMA) for n in present})
+    max_id = {c: max(s["max_id"][c] for s in scans.values()) for c in SEQ_COLUMNS}
+    vocab = {c: int(max_id[c]) + 1 for c in SEQ_COLUMNS}
+    bpe = max(vocab[c] for c in BPE_COLUMNS)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for name in [*PRETRAIN_FILES.values(), *present]:
+            try:
+                os.link(src / name, tmp / name)
+            except OSError:
+                shutil.copy2(src / name, tmp / name)
+        tok_info = None
+        if tokenizer:
+            from uqa_ray.data.tokenizer import load_tokenizer, vocab_size
+
+            tok = load_tokenizer(tokenizer)
+            tok.save_pretrained(tmp / TOKENIZER_DIR)
+            bpe = max(bpe, vocab_size(tok))
+            tok_info = {"dir": TOKENIZER_DIR, "source": str(tokenizer), "vocab_size": vocab_size(tok)}
+        vocab.update({c: bpe for c in BPE_COLUMNS})
+        vocab[BPE_VOCAB_KEY] = bpe
+        meta = {
+            "format": "official UQABench files (validated by uqa-ray prepare --official)",
+            "source": {"kind": "official", "dir": str(src.resolve()), "files": sorted(scans)},
+            "vocab": vocab,
+            "counts": {"train_users": scans[PRETRAIN_FILES["train"]]["rows"],
+                       "eval_users": scans[PRETRAIN_FILES["eval"]]["rows"],
+                       "train_clicks": scans[PRETRAIN_FILES["train"]]["clicks"],
+                       "eval_clicks": scans[PRETRAIN_FILES["eval"]]["clicks"],
+                       **{f"{n}_rows": s["rows"] for n, s in scans.items()}},
+            "tokenizer": tok_info,
+        }
+        meta["counts"]["clicks"] = meta["counts"]["train_clicks"] + meta["counts"]["eval_clicks"]
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+

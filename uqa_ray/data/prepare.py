@@ -1,0 +1,300 @@
+"""`uqa-ray prepare`: raw click log -> the official Arrow files + maps + tokenizer, on Ray Data.
+
+  uqa-ray prepare --raw DIR --out DIR [--tokenizer PATH] [--set key=value ...]
+  uqa-ray prepare --official DIR --out DIR     (the Kaggle files, already prepared: validate + meta)
+
+Stages (reindex.py, catalog.py, sequences.py): read, validate and index the clicks, materialized
+once; count clicks per user; filter items and users to a fixed point (reindex.py says why);
+re-index ids densely by sorted raw id (0 = padding); tokenize titles once per kept item and the
+four attribute names once per distinct id; group clicks by ranges of users, order each user's
+clicks by time, gather the ten columns; split users 9:1 by a seeded hash; stream both splits into
+Arrow IPC files in increasing dense user order (the same seed gives byte-identical files).
+The whole output folder is written atomically: bad input leaves nothing behind.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from uqa_ray.config import build, parse_dotted, to_dict
+from uqa_ray.data import catalog as cat_mod
+from uqa_ray.data import reindex, sequences
+from uqa_ray.data.schema import (
+    ATTRIBUTES, BPE_COLUMNS, BPE_VOCAB_KEY, CATALOG_SCHEMA, CLICK_SCHEMA, ID_COLUMNS, META_FILE, PRETRAIN_FILES,
+    TOKENIZER_DIR, TRUTH_FILE, USERS_FILES, check_schema,
+)
+from uqa_ray.io import InputError, atomic_path
+
+CLICKS_DIR, CATALOG_FILE = "clicks", "items.parquet"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    min_item_count: int = 3  # paper: drop items with fewer than 3 interactions
+    min_user_len: int = 20  # users outside [min, max] clicks are dropped; the encoder sees the last 512
+    max_user_len: int = 5000
+    eval_fraction: float = 0.1  # official split 9:1
+    seed: int = 0  # seeds the train/eval split
+    vocab_size: int = 4096  # embedded tokenizer (trained on the catalog names)
+    tokenizer_max_items: int = 200_000  # embedded tokenizer corpus: titles + names of <= this many items
+    max_name_tokens: int = 32  # BPE tokens kept per name
+    rows_per_part: int = 250_000  # clicks per group-by part (memory of one task)
+    rows_per_batch: int = 1024  # users per Arrow record batch in the output files
+
+    def __post_init__(self):
+        if self.min_item_count < 1 or self.min_user_len < 1 or self.max_user_len < self.min_user_len:
+            raise ValueError("need min_item_count >= 1 and 1 <= min_user_len <= max_user_len")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if min(self.max_name_tokens, self.rows_per_part, self.rows_per_batch, self.tokenizer_max_items) < 1:
+            raise ValueError("max_name_tokens, rows_per_part, rows_per_batch, tokenizer_max_items must be >= 1")
+
+
+def _open_parquet(path: Path, schema: pa.Schema) -> int:
+    """Footer + schema check; returns the row count."""
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # ArrowInvalid, OSError: truncated or not parquet at all
+        raise InputError(f"{path}: unreadable parquet file ({e})") from e
+    check_schema(pf.schema_arrow, schema, str(path))
+    return pf.metadata.num_rows
+
+
+def validate_raw(raw: Path) -> tuple[list[Path], Path, int]:
+    clicks_dir, catalog = raw / CLICKS_DIR, raw / CATALOG_FILE
+    files = sorted(clicks_dir.glob("*.parquet")) if clicks_dir.is_dir() else []
+    if not files:
+        raise InputError(f"{clicks_dir}: no click shards (*.parquet) found")
+    if not catalog.is_file():
+        raise InputError(f"{catalog}: the item catalog is missing")
+    n = sum(_open_parquet(f, CLICK_SCHEMA) for f in files)
+    if n == 0:
+        raise InputError(f"{clicks_dir}: the click log is empty")
+    _open_parquet(catalog, CATALOG_SCHEMA)
+    return files, catalog, n
+
+
+def _read_error(e: Exception, where: Path) -> Exception:
+    """A shard that passed the footer check but fails to decode is bad input; anything else is a bug."""
+    msg = str(e)
+    if any(k in msg for k in ("ArrowInvalid", "ArrowIOError", "Parquet", "OSError", "ArrowTypeError")):
+        return InputError(f"{where}: cannot read the click shards: {msg.strip().splitlines()[-1]}")
+    return e
+
+
+class _Clock:
+    """Seconds per stage into `timings` (bench/ reads them; never written to meta.json, which must
+    stay byte-identical across runs)."""
+
+    def __init__(self, timings: dict | None):
+        self.timings, self.t = timings, time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[stage] = round(now - self.t, 3)
+        self.t = now
+
+
+@contextlib.contextmanager
+def _preserve_order():
+    """Ray Data yields blocks in dataset order: output rows come out sorted by dense user id."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    old, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
+    try:
+        yield
+    finally:
+        ctx.execution_options.preserve_order = old
+
+
+def prepare(raw: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
+            tokenizer: str | None = None, timings: dict | None = None) -> dict:
+    """Returns meta.json's content; `timings`, if given, receives seconds per stage (bench/)."""
+    import ray
+
+    from uqa_ray.raysetup import init_ray
+
+    clock = _Clock(timings)
+    raw, out = Path(raw), Path(out)
+    files, catalog, _ = validate_raw(raw)
+    catalog_ids = cat_mod.catalog_keys(catalog)
+    clock("validate")
+    init_ray()
+    clock("ray_init")
+    with _preserve_order():
+        clicks = reindex.read_parquet_pieces(files, list(reindex.CLICK_COLUMNS))
+        cat_ref = ray.put(catalog_ids)
+        try:
+            indexed, users, raw_len, n_raw = reindex.index(clicks, files, catalog_ids, cat_ref, catalog)
+        except InputError:
+            raise
+        except Exception as e:
+            raise _read_error(e, raw / CLICKS_DIR) from e
+        clock("index")
+        users_ref = ray.put(users)
+        flt = reindex.filter_fixed_point(indexed, users_ref, raw_len, len(catalog_ids), cfg.min_item_count,
+                                         cfg.min_user_len, cfg.max_user_len)
+        if not flt.keep_user.any():
+            raise InputError(f"{raw}: all {len(users)} users were filtered away (min_item_count="
+                             f"{cfg.min_item_count}, min_user_len={cfg.min_user_len}, max_user_len={cfg.max_user_len})")
+        # Dense ids by sorted raw id (users and catalog positions are already sorted): 1..n, 0 = dropped.
+        item_dense = (np.cumsum(flt.keep_item) * flt.keep_item).astype(np.int64)
+        user_dense = (np.cumsum(flt.keep_user) * flt.keep_user).astype(np.int64)
+        kept_raw, lengths = users[flt.keep_user], flt.user_len[flt.keep_user]
+        is_eval = reindex.eval_users(kept_raw, cfg.eval_fraction, cfg.seed)
+        user_part = np.zeros(len(users), np.int32)
+        user_part[flt.keep_user] = sequences.part_of_users(lengths, cfg.rows_per_part)
+        clock("filter")
+        with atomic_path(out) as tmp:
+            tmp.mkdir()
+            tok, tok_source, lookup_ref, info = _catalog_stage(
+                catalog, cat_ref, item_dense, int(flt.keep_item.sum()), tokenizer, cfg, tmp, clock)
+            rows = sequences.build_rows(
+                indexed, users_ref, ray.put((item_dense, user_dense, user_part)), lookup_ref,
+                ray.put((np.concatenate([[0], kept_raw]), np.concatenate([[False], is_eval]))))
+            counts = sequences.write_splits(rows.iter_batches(batch_size=None, batch_format="pyarrow"), tmp,
+                                            PRETRAIN_FILES, USERS_FILES, cfg.rows_per_batch)
+            clock("rows")
+            has_truth = (raw / TRUTH_FILE).is_file()
+            if has_truth:
+                reindex_truth(raw / TRUTH_FILE, tmp / TRUTH_FILE, kept_raw, is_eval, info["raw"])
+            meta = _meta(raw, files, cfg, tok, tok_source, info, flt, counts, n_raw, len(users),
+                         len(catalog_ids), has_truth)
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        clock("sidecars")
+    return meta
+
+
+def _catalog_stage(catalog: Path, cat_ref, item_dense, n_items, tokenizer, cfg, tmp: Path, clock):
+    """Kept catalog rows -> tokenizer (given or trained) -> tokens once per item -> lookup + maps/."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    catalog_ds = reindex.read_parquet_pieces([catalog], list(CATALOG_SCHEMA.names))
+    kept = cat_mod.kept_items(catalog_ds, cat_ref, ray.put(item_dense), n_items)
+    tok, tok_source = _tokenizer(tokenizer, kept, n_items, cfg, tmp / TOKENIZER_DIR)
+    clock("tokenizer")
+    tok_ref = ray.put(tok.backend_tokenizer.to_str())
+    toks = cat_mod.tokenize(kept, tok_ref, cfg.max_name_tokens)
+    # The lookup task writes maps/ into `tmp`, so it runs on this (the driver's) node.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    lookup_ref, info_ref = ray.remote(cat_mod.build_lookup).options(num_returns=2, scheduling_strategy=here).remote(
+        str(tmp), tok_ref, cfg.max_name_tokens, *toks.to_arrow_refs())
+    info = ray.get(info_ref)
+    clock("catalog")
+    return tok, tok_source, lookup_ref, info
+
+
+def _tokenizer(path: str | None, kept, n_items: int, cfg: PrepareConfig, dest: Path):
+    """The given HF tokenizer (copied into the output), or the embedded default trained on the catalog."""
+    from uqa_ray.data.tokenizer import load_tokenizer, train_tokenizer
+
+    if path:
+        tok = load_tokenizer(path)
+        tok.save_pretrained(dest)
+        return tok, str(path)
+    texts = cat_mod.name_texts(kept, n_items, cfg.tokenizer_max_items)
+    return train_tokenizer(texts, cfg.vocab_size, dest), "trained on the catalog names"
+
+
+def reindex_truth(src: Path, dst: Path, kept_raw: np.ndarray, is_eval: np.ndarray, raw_attr: dict) -> None:
+    """Planted truth with dense ids: `user`, `split` added; a column whose name ends in _cate, _brand,
+    _shop or _seller (an id or a list of ids) is mapped through maps/ (0 = not in the prepared data)."""
+    pf = pq.ParquetFile(src)
+    if "user_id" not in pf.schema_arrow.names:
+        raise InputError(f"{src}: missing column 'user_id'")
+    writer = None
+    for batch in pf.iter_batches(batch_size=65536):
+        raw_u = batch.column("user_id").to_numpy()
+        pos = np.minimum(np.searchsorted(kept_raw, raw_u), len(kept_raw) - 1)
+        found = kept_raw[pos] == raw_u
+        t = pa.Table.from_batches([batch]).filter(pa.array(found))
+        pos = pos[found]
+        cols = {"user": pa.array(pos + 1, pa.int64()),
+                "split": pa.array(np.where(is_eval[pos], "eval", "train")),
+                "raw_user_id": t["user_id"]}
+        for name in t.column_names:
+            if name == "user_id":
+                continue
+            attr = name.rsplit("_", 1)[-1]
+            cols[name] = _map_ids(t[name].combine_chunks(), raw_attr[attr]) if attr in ATTRIBUTES else t[name]
+        out = pa.table(cols)
+        writer = writer or pq.ParquetWriter(dst, out.schema)
+        writer.write_table(out)
+    if writer:
+        writer.close()
+
+
+def _map_ids(arr: pa.Array, raw_sorted: np.ndarray) -> pa.Array:
+    if pa.types.is_list(arr.type):
+        offsets = arr.offsets.to_numpy()
+        return pa.ListArray.from_arrays(pa.array(offsets - offsets[0]), _map_ids(arr.flatten(), raw_sorted))
+    v = arr.to_numpy()
+    pos = np.minimum(np.searchsorted(raw_sorted, v), len(raw_sorted) - 1)
+    return pa.array(np.where(raw_sorted[pos] == v, pos + 1, 0).astype(np.int64))
+
+
+def _meta(raw, files, cfg, tok, tok_source, info, flt, counts, n_raw, n_raw_users, n_catalog, has_truth) -> dict:
+    from uqa_ray.data.tokenizer import vocab_size
+
+    bpe = vocab_size(tok)
+    vocab = {"uni_seq_item_id": info["n_items"] + 1,
+             **{cat_mod.ATTR_COLUMN[a]: v for a, v in info["vocab"].items()},
+             **{c: bpe for c in BPE_COLUMNS}, BPE_VOCAB_KEY: bpe}
+    assert set(ID_COLUMNS) <= set(vocab)
+    return {
+        "format": "uqa-ray prepared v1 (official UQABench pretrain schema)",
+        "source": {"kind": "raw", "raw": str(raw.resolve()), "click_files": len(files), "catalog": CATALOG_FILE},
+        "seed": cfg.seed, "config": to_dict(cfg), "vocab": vocab,
+        "counts": {"raw_clicks": n_raw, "raw_users": n_raw_users, "catalog_items": n_catalog,
+                   "clicks": int(flt.user_len[flt.keep_user].sum()), "users": int(flt.keep_user.sum()),
+                   "items": info["n_items"], **{a: v - 1 for a, v in info["vocab"].items()},
+                   "train_users": counts["train"]["users"], "eval_users": counts["eval"]["users"],
+                   "train_clicks": counts["train"]["clicks"], "eval_clicks": counts["eval"]["clicks"]},
+        "filters": {"min_item_count": cfg.min_item_count, "min_user_len": cfg.min_user_len,
+                    "max_user_len": cfg.max_user_len, "dropped_too_long_users": flt.too_long,
+                    "rounds": flt.rounds,
+                    "order": "users with raw length > max_user_len dropped once; then items with < min_item_count "
+                             "clicks and users with < min_user_len clicks dropped repeatedly until nothing changes"},
+        "split": {"eval_fraction": cfg.eval_fraction, "method": "eval = the round(f*n) users with the smallest "
+                  "splitmix64(raw_user_id ^ seed) hash"},
+        "tokenizer": {"dir": TOKENIZER_DIR, "source": tok_source, "vocab_size": bpe,
+                      "max_name_tokens": cfg.max_name_tokens, "pad_id": tok.pad_token_id},
+        "order": "rows sorted by dense user id; clicks by (ts, item id)",
+        "truth": TRUTH_FILE if has_truth else None,
+    }
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--raw", help="raw log folder: clicks/*.parquet + items.parquet (+ truth.parquet)")
+    src.add_argument("--official", help="folder with the official Kaggle .arrow files (already prepared)")
+    parser.add_argument("--out", required=True, help="prepared data folder (replaced atomically)")
+    parser.add_argument("--tokenizer", help="HF tokenizer folder or name (default: train one on the catalog)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help=f"override PrepareConfig: {', '.join(f.name for f in dataclasses.fields(PrepareConfig))}")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = build(PrepareConfig, parse_dotted(args.set))
+    if args.official:
+        from uqa_ray.data.official import prepare_official
+
+        meta = prepare_official(args.official, args.out, tokenizer=args.tokenizer)
+    else:
+        meta = prepare(args.raw, args.out, cfg, tokenizer=args.tokenizer)
+    c = meta["counts"]
+    print(f"prepare: {c.get('users', c.get('train_users'))} users, {c.get('clicks')} clicks, "
+          f"vocab {meta['vocab']} -> {args.out}")
+    return 0
