@@ -51,14 +51,21 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def write_new_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write a record that must never overwrite an existing one (result records): O_EXCL create."""
+    """Write a record that must never overwrite an existing one (result records).
+
+    The content goes to a temporary sibling first; `os.link` then publishes it under its final name,
+    failing if that name exists, so two writers can never clobber each other and a reader never sees
+    a half-written record.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path.with_name(path.name + ".part")) as tmp:
+    tmp = _tmp_sibling(path)
+    try:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
-        # link() fails if the target exists, so two writers can never clobber each other.
         try:
             os.link(tmp, path)
         except FileExistsError as e:
             raise FileExistsError(f"result record {path} already exists; refusing to overwrite") from e
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -1,0 +1,63 @@
+"""The shared plumbing: atomic outputs, never-overwritten records, config overrides and their errors."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from uqa_ray.config import ConfigError, build, content_hash, parse_dotted, to_dict
+from uqa_ray.io import atomic_path, write_json, write_new_json
+
+
+def test_write_new_json_never_overwrites_and_leaves_no_temporaries(tmp_path):
+    p = write_new_json(tmp_path / "r" / "t1.json", {"a": 1})
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        write_new_json(p, {"a": 2})
+    assert json.loads(p.read_text()) == {"a": 1}
+    assert sorted(x.name for x in p.parent.iterdir()) == ["t1.json"]
+
+
+def test_atomic_path_keeps_the_old_output_on_failure(tmp_path):
+    write_json(tmp_path / "out.json", {"v": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "out.json") as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("boom")
+    assert json.loads((tmp_path / "out.json").read_text()) == {"v": 1}
+    assert [x.name for x in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_path_replaces_a_folder(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "old").write_text("x")
+    with atomic_path(tmp_path / "d") as tmp:
+        tmp.mkdir()
+        (tmp / "new").write_text("y")
+    assert [x.name for x in (tmp_path / "d").iterdir()] == ["new"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    steps: int = 1
+    inner: Inner = Inner()
+
+
+def test_build_overrides_types_and_errors():
+    cfg = build(Outer, {"inner": {"lr": "1e-4", "betas": [0.8, 0.9]}}, parse_dotted(["steps=3"]))
+    assert cfg.inner.lr == 1e-4 and cfg.inner.betas == (0.8, 0.9) and cfg.steps == 3
+    with pytest.raises(ConfigError, match=r"inner\.lrr"):
+        build(Outer, {"inner": {"lrr": 1}})
+    with pytest.raises(ConfigError, match="steps: expected an integer"):
+        build(Outer, {"steps": "many"})
+    with pytest.raises(ConfigError, match=r"inner\.betas: expected 2 items"):
+        build(Outer, {"inner": {"betas": [0.9]}})
+    assert build(Outer, to_dict(cfg)) == cfg
+    assert content_hash(cfg) == content_hash(build(Outer, to_dict(cfg))) != content_hash(Outer())

@@ -1,0 +1,23 @@
+"""`uqa-ray plan`: memory per GPU from DeepSpeed's own estimators, and what it implies."""
+from __future__ import annotations
+
+from uqa_ray.pretrain.planner import GIB, markdown, model_state_bytes, plan
+
+
+def test_zero_stages_partition_model_states():
+    p = 100_000_000
+    # ZeRO paper accounting with Adam in mixed precision: 16 bytes/param unpartitioned...
+    assert model_state_bytes(p, 10**6, 0, 8) == 16 * p
+    # ...ZeRO-1 partitions the 12 optimizer bytes, ZeRO-2 also the gradients, ZeRO-3 everything.
+    s1, s2, s3 = (model_state_bytes(p, 10**6, s, 8) for s in (1, 2, 3))
+    assert 16 * p > s1 > s2 > s3
+    assert model_state_bytes(p, 10**6, 3, 8) < model_state_bytes(p, 10**6, 3, 1)
+
+
+def test_presets_scale_and_the_1_2b_fits_on_h100s():
+    small, big = plan("3.2M", 2, 8), plan("1.2B", 3, 8)
+    assert big.params_dense > 300 * small.params_dense
+    assert big.model_states > small.model_states and big.total < 80 * GIB
+    assert plan("1.2B", 3, 8).model_states < plan("1.2B", 3, 1).model_states
+    table = markdown([small, big])
+    assert "| 1.2B |" in table and table.count("\n") == 3

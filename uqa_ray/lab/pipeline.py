@@ -1,0 +1,175 @@
+"""Run an experiment end to end, reusing every stage whose output exists for the same config.
+
+Each stage writes under `<workdir>/<stage>/<content hash>/` atomically, so a killed run leaves either a
+finished output (reused by the rerun) or nothing. Pretraining runs resume from their checkpoints, and
+alignment trials whose result record exists are not run again (uqa_ray.tune).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from uqa_ray.config import ConfigError, build, content_hash, to_dict
+from uqa_ray.data.schema import ALIGN_FILES, META_FILE, QUESTIONS_FILES
+from uqa_ray.lab.config import LabConfig
+
+
+def _say(msg: str) -> None:
+    print(f"[lab] {msg}", flush=True)
+
+
+def raw_data(cfg: LabConfig, work: Path) -> Path:
+    """The raw click log: given, or generated from a synthetic preset (once per preset/seed/overrides)."""
+    if cfg.raw:
+        return Path(cfg.raw)
+    from uqa_ray.data.synthetic import generate, preset
+
+    scfg = preset(cfg.synth, cfg.synth_overrides)
+    out = work / "raw" / f"{cfg.synth}-{content_hash(scfg, cfg.seed)}"
+    if (out / "synth.json").exists():
+        _say(f"synth: reusing {out}")
+        return out
+    t0 = time.perf_counter()
+    generate(scfg, out, seed=cfg.seed, preset_name=cfg.synth)
+    _say(f"synth: {cfg.synth} log written to {out} in {time.perf_counter() - t0:.0f}s")
+    return out
+
+
+def prepared_data(cfg: LabConfig, work: Path) -> Path:
+    from uqa_ray.data.prepare import PrepareConfig, prepare
+
+    if cfg.official:
+        from uqa_ray.data.official import prepare_official
+
+        out = work / "data" / f"official-{content_hash(str(Path(cfg.official).resolve()), cfg.tokenizer)}"
+        if not (out / META_FILE).exists():
+            prepare_official(cfg.official, out, tokenizer=cfg.tokenizer or None)
+        return out
+    raw = raw_data(cfg, work)
+    pcfg = build(PrepareConfig, {"seed": cfg.seed}, cfg.prepare)
+    out = work / "data" / f"prep-{content_hash(str(raw.resolve()), pcfg, cfg.tokenizer)}"
+    if (out / META_FILE).exists():
+        _say(f"prepare: reusing {out}")
+        return out
+    t0 = time.perf_counter()
+    meta = prepare(raw, out, pcfg, tokenizer=cfg.tokenizer or None)
+    counts = meta.get("counts", {})
+    _say(f"prepare: {counts.get('train_users', '?')} train / {counts.get('eval_users', '?')} eval users "
+         f"in {time.perf_counter() - t0:.0f}s -> {out}")
+    return out
+
+
+def question_set(cfg: LabConfig, data: Path, work: Path) -> Path:
+    """A data folder with questions: the align files and question tables, plus links to the prepared
+    files (the official folder itself when it ships the align files)."""
+    if cfg.official and all((Path(cfg.official) / f).exists() for f in ALIGN_FILES.values()):
+        return Path(cfg.official)
+    from uqa_ray.questions.generate import generate
+    from uqa_ray.questions.spec import QuestionConfig
+
+    qcfg = build(QuestionConfig, {"seed": cfg.seed}, cfg.questions)
+    out = work / "questions" / f"q-{content_hash(str(data.resolve()), qcfg)}"
+    if all((out / f).exists() for f in list(ALIGN_FILES.values()) + list(QUESTIONS_FILES.values())):
+        _say(f"questions: reusing {out}")
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    summary = generate(data, qcfg, out)
+    # The questions folder is a complete data folder for the trials: link the prepared files beside them.
+    for entry in data.iterdir():
+        if not (out / entry.name).exists():
+            (out / entry.name).symlink_to(entry.resolve())
+    made = {s: sum(v["made"] for v in d["subtasks"].values()) for s, d in summary["splits"].items()}
+    _say(f"questions: {made} in {time.perf_counter() - t0:.0f}s -> {out}")
+    return out
+
+
+def pretrained_encoders(cfg: LabConfig, data: Path, work: Path) -> list[dict[str, Any]]:
+    """Pretrain every variant (Ray Train + DeepSpeed); finished runs are reused, interrupted ones resume."""
+    from uqa_ray.pretrain.config import PretrainConfig
+    from uqa_ray.pretrain.trainer import pretrain
+
+    out = []
+    for i, variant in enumerate(cfg.variants):
+        pcfg = build(PretrainConfig, {"seed": cfg.seed, "storage": str(work / "runs")}, cfg.pretrain, variant,
+                     {"data": str(data)})
+        _say(f"pretrain {i + 1}/{len(cfg.variants)}: {pcfg.preset} max_len={pcfg.max_len} "
+             f"input={pcfg.input_mode} loss={pcfg.loss.kind}")
+        res = pretrain(pcfg)
+        out.append({"variant": variant, "config": to_dict(pcfg), "status": res.status,
+                    "encoder_dir": str(res.encoder_dir) if res.encoder_dir else None, "metrics": res.metrics})
+    return out
+
+
+def analyse(cfg: LabConfig, results: Path, reports: Path) -> dict[str, Any]:
+    """Fits, plots and tables from the result records only (analysis/ never sees the models)."""
+    from analysis.records import load_records
+    from analysis.report import build_report
+    from analysis.tables import write_table
+
+    if cfg.x == "none":
+        paths = write_table(load_records(results), cfg.table, reports, scorer=cfg.scorer, with_paper=True)
+        _say(f"analysis: table {cfg.table} -> {', '.join(str(p) for p in paths)}")
+        return {"paths": [str(p) for p in paths]}
+    names = {variant_encoder(cfg, v) for v in cfg.variants}
+    method = names.pop() if len(names) == 1 else None
+    doc, paths = build_report(results, reports, x=cfg.x, scorer=cfg.scorer, table=cfg.table or None,
+                              paper=True, method=method)
+    _say(f"analysis: {len(paths)} files -> {reports}")
+    return {"paths": [str(p) for p in paths], "fit": doc}
+
+
+def variant_encoder(cfg: LabConfig, variant: dict[str, Any]) -> str:
+    """The encoder name a variant trains (the `method` of its result records)."""
+    from uqa_ray.encoders.presets import PRESETS
+
+    preset = variant.get("preset", cfg.pretrain.get("preset", "trm_pp-official"))
+    enc = {**cfg.pretrain.get("encoder", {}), **variant.get("encoder", {})}
+    return enc.get("name", PRESETS[preset]["name"])
+
+
+def check(cfg: LabConfig) -> None:
+    """Validate every stage's overrides before any work starts (a typo fails in seconds, not hours)."""
+    from uqa_ray.data.prepare import PrepareConfig
+    from uqa_ray.data.synthetic import preset
+    from uqa_ray.pretrain.config import PretrainConfig
+    from uqa_ray.questions.spec import QuestionConfig
+    from uqa_ray.tune.grid import GridSpec
+
+    def at(where: str, fn, *args):
+        try:
+            return fn(*args)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{where}: {e}") from e
+
+    if not cfg.raw and not cfg.official:
+        at("synth", preset, cfg.synth, cfg.synth_overrides)
+    at("prepare", build, PrepareConfig, cfg.prepare)
+    at("questions", build, QuestionConfig, cfg.questions)
+    for i, v in enumerate(cfg.variants):
+        at(f"variants[{i}]", build, PretrainConfig, cfg.pretrain, v)
+    at("grid", build, GridSpec, cfg.grid, {"encoders": [{"dir": "."}] if cfg.variants else []})
+
+
+def run(cfg: LabConfig) -> dict[str, Any]:
+    from uqa_ray.lab.trials import align_and_evaluate
+    from uqa_ray.raysetup import init_ray
+
+    check(cfg)
+    t0 = time.perf_counter()
+    work = Path(cfg.workdir).resolve()
+    init_ray()
+    data = prepared_data(cfg, work)
+    questions = question_set(cfg, data, work)
+    encoders = pretrained_encoders(cfg, data, work)
+    results = work / "results" / cfg.experiment
+    records = align_and_evaluate(cfg, data, questions, encoders, results, work)
+    reports = work / "reports" / cfg.experiment
+    summary = analyse(cfg, results, reports) if cfg.x != "none" or cfg.table else {}
+    wall = time.perf_counter() - t0
+    line = {"experiment": cfg.experiment, "wall_s": round(wall, 1), "trials": len(records),
+            "ok": sum(r.get("status") == "ok" for r in records), "results": str(results), "reports": str(reports)}
+    _say("done: " + json.dumps(line))
+    return {**line, "analysis": summary}
