@@ -1,0 +1,106 @@
+"""`AlignConfig`: one soft-prompt alignment run (adapter x strategy x optimiser), and its presets.
+
+Presets are a table of overrides of the defaults:
+
+  official  the release's recipe for an instruct LLM (UQABENCH.md section 4): LETTER answers scored by
+            the official one-token rule, Mean-Pool with 1 soft token placed before the whole chat
+            (`prefix`), the release's label masking, adapter only, AdamW lr 1e-4, betas (0.9, 0.98),
+            grad clip 1.5, 3 epochs, batch 4 (per GPU in the release, x 8 GPUs).
+  embedded  the tiny default LM (align/llm.py, taught the task by align/instruct.py). Measured in
+            issue 5 on a 2-layer, 128-wide Qwen2: trained on letter answers it stayed at chance (one
+            constant letter) for 2,800 steps, while CONTENT answers scored by option likelihood
+            reached 88-92% from a text history; with that LM frozen, adapter-only soft prompts made of
+            8 order-preserving Mean-Pool tokens reached 78% in 80 s where one plain mean stopped at
+            50-62%, and soft tokens standing where the text history would stand (`user_turn`) beat the
+            official prefix place (78 vs 66). So: content answers, `answer` labels (the answer and its
+            closing delimiter), Mean-Pool 8 tokens in the user turn, a larger lr and batch for a short
+            CPU run. Both scorers are still computed and reported for every preset.
+
+`adapter_overrides` maps an adapter name to its config overrides (enc_dim and llm_dim always come from
+the encoder and the LLM), so a preset can size every adapter and a grid can vary `adapter` alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Mapping
+
+from uqa_ray.align.model import LoraSettings
+from uqa_ray.config import build
+
+ADAPTER_NAMES = ("mean_pool", "qformer")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignConfig:
+    adapter: Literal["mean_pool", "qformer"] = "mean_pool"
+    adapter_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    strategy: Literal["adapter", "full", "lora"] = "adapter"  # align/model.py's table
+    placement: Literal["prefix", "user_turn"] = "prefix"  # soft_prompt.py
+    label_mode: Literal["official", "answer"] = "official"  # soft_prompt.py
+    answer_format: Literal["letter", "content"] = "letter"  # which prompt/answer pair of the questions
+    lr: float = 1e-4  # adapter (and LoRA) learning rate
+    llm_lr: float = 1e-5  # the LLM's own weights under `full`
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.5  # 0 = off
+    epochs: int = 3
+    batch_size: int = 4
+    max_steps: int = 0  # 0 = `epochs` full passes; else stop after this many optimiser steps
+    max_len: int = 512  # clicks fed to the encoder (the last ones; the encoder's own max_len also caps)
+    eval_batch_size: int = 32
+    eval_batch_tokens: int = 0  # evaluation batches also stop at this many padded tokens; 0 = no limit
+    lora: LoraSettings = LoraSettings()
+    log_every: int = 50  # steps between progress reports
+    threads: int = 0  # torch intra-op threads in this process; 0 = leave as is
+    seed: int = 0
+    nan_at_step: int = 0  # fault injection (tests): poison the adapter with NaN before this step
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.llm_lr <= 0:
+            raise ValueError(f"lr and llm_lr must be > 0, got {self.lr}, {self.llm_lr}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be in [0, 1), got {self.betas}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("weight_decay and grad_clip must be >= 0")
+        for name in ("epochs", "batch_size", "max_len", "eval_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "threads", "seed", "nan_at_step", "eval_batch_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        unknown = sorted(set(self.adapter_overrides) - set(ADAPTER_NAMES))
+        if unknown:
+            raise ValueError(f"adapter_overrides: unknown adapter(s) {unknown}; known {ADAPTER_NAMES}")
+        self.adapter_config(8, 8)  # validates the overrides of the chosen adapter
+
+    def adapter_config(self, enc_dim: int, llm_dim: int) -> Any:
+        from uqa_ray.align.adapters import adapter_config
+
+        over = dict(self.adapter_overrides.get(self.adapter, {}))
+        bad = {"enc_dim", "llm_dim"} & set(over)
+        if bad:
+            raise ValueError(f"adapter_overrides.{self.adapter}: {sorted(bad)} come from the encoder and LLM")
+        try:
+            return adapter_config(self.adapter, {**over, "enc_dim": enc_dim, "llm_dim": llm_dim})
+        except ValueError as e:  # ConfigError included: re-raise naming the field it came from
+            raise ValueError(f"adapter_overrides.{self.adapter}: {e}") from e
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "official": {},
+    "embedded": {
+        "answer_format": "content", "label_mode": "answer", "placement": "user_turn",
+        "adapter_overrides": {"mean_pool": {"n_tokens": 8}, "qformer": {"d_model": 128, "heads": 4}},
+        "lr": 3e-3, "batch_size": 16, "epochs": 1, "max_steps": 600,
+        # CPU: batches of ~16 short prompts are fastest, and long Text-k prompts go a few at a time
+        # (bench/evaluate.py); on a GPU raise both.
+        "eval_batch_size": 16, "eval_batch_tokens": 4096,
+    },
+}
+
+
+def align_config(preset: str = "official", *overrides: Mapping[str, Any] | None) -> AlignConfig:
+    """The preset's AlignConfig with validated overrides (dotted-key errors name the key)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown alignment preset {preset!r}; known: {', '.join(PRESETS)}")
+    return build(AlignConfig, PRESETS[preset], *overrides)

@@ -1,0 +1,219 @@
+"""Teach the tiny default LM the task before alignment, as instruction tuning teaches an instruct LLM.
+
+Why: the official recipe freezes an INSTRUCT LLM and trains only the adapter (UQABENCH.md section 4);
+that works because the LLM already answers multiple-choice questions about text it is given. A randomly
+initialised tiny Qwen2 answers nothing, so adapter-only alignment of it would measure the adapter's
+ability to teach a language model from scratch, not the encoder. So the embedded default is first
+fully fine-tuned (no soft tokens, no encoder) on the alignment questions of TRAIN users with the user's
+history written out as text, in the Text-k layout of questions/render.py - the history stands exactly
+where a `user_turn` soft prompt will later stand (soft_prompt.USER_TURN_LAYOUT). Eval users are never
+seen. Each batch draws one history length k from `history_k` (k = 0: the question alone, so that the
+no-embedding control faces an LM that has learnt the question priors, an honest floor).
+
+What it was taught is written into the model folder (`uqa_tiny_llm.json`, key "taught"): the config,
+the data folder and its question-file fingerprint, steps, losses, wall time, and option-likelihood
+accuracy on held-out TRAIN questions for each k. The result is cached by content hash (config + base
+model + question file), so reruns and every Tune trial reuse it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from uqa_ray.align.data import QuestionSplit
+from uqa_ray.align.llm import TINY_INFO_FILE, TinyLMConfig, build_tiny_llm, load_llm
+import torch.nn.functional as F
+
+from uqa_ray.align.model import DivergedError, lm_loss
+from uqa_ray.align.soft_prompt import IGNORE, EncodedChat, build_inputs, encode_chat, llm_kwargs
+from uqa_ray.config import content_hash, to_dict
+from uqa_ray.data.schema import QUESTIONS_FILES, TOKENIZER_DIR
+from uqa_ray.io import InputError, atomic_path
+
+
+@dataclasses.dataclass(frozen=True)
+class InstructConfig:
+    tiny: TinyLMConfig = TinyLMConfig()
+    history_k: tuple[int, ...] = (0, 10, 20, 50)  # Text-k history lengths, one drawn per batch
+    answer_format: Literal["letter", "content"] = "content"  # content: see align/config.py "embedded"
+    label_mode: Literal["official", "answer"] = "answer"
+    # Weight of a plain language-modelling loss on the PROMPT tokens (history + question), added to the
+    # answer loss. The rendered history repeats each click's names (the category ends the title and
+    # follows 品类, the brand starts the title and names the shop), so predicting it rewards copying
+    # from context - the circuit that answering from a history needs, which the few answer tokens
+    # alone teach slowly. 0 = answer loss only.
+    prompt_loss: float = 0.5
+    steps: int = 1200
+    batch_size: int = 8
+    lr: float = 2e-3
+    warmup: int = 50  # linear warm-up steps, then cosine decay to lr / 10
+    grad_clip: float = 1.0
+    max_questions: int = 0  # 0 = every train question
+    holdout: int = 200  # train questions kept out of training to measure what was learnt
+    eval_batch_size: int = 16
+    threads: int = 0  # torch intra-op threads; 0 = leave as is
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.history_k or min(self.history_k) < 0:
+            raise ValueError(f"history_k must be non-empty and >= 0, got {self.history_k}")
+        for name in ("steps", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.prompt_loss < 0:
+            raise ValueError(f"prompt_loss must be >= 0, got {self.prompt_loss}")
+        if self.lr <= 0 or self.grad_clip < 0 or self.warmup < 0 or self.holdout < 0 or self.max_questions < 0:
+            raise ValueError("need lr > 0 and grad_clip, warmup, holdout, max_questions >= 0")
+
+
+def _file_fingerprint(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def instruct_dir(data_dir: str | Path, out_dir: str | Path, cfg: InstructConfig = InstructConfig()) -> Path:
+    """Where `instruct_tiny_llm` puts (or finds) the taught model for this data and config."""
+    from uqa_ray.align.llm import tiny_llm_dir
+
+    data_dir = Path(data_dir)
+    qfile = data_dir / QUESTIONS_FILES["train"]
+    if not qfile.is_file():
+        raise InputError(f"{qfile}: not found (run `uqa-ray questions` first)")
+    base = tiny_llm_dir(data_dir / TOKENIZER_DIR, out_dir, cfg.tiny)
+    key = dataclasses.replace(cfg, threads=0)  # threads change the speed, not what is learnt
+    return Path(out_dir) / f"instruct-{content_hash(key, base.name, _file_fingerprint(qfile))}"
+
+
+def _lr_at(step: int, cfg: InstructConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _text_k(data_dir: Path, k: int, fmt: str) -> list[str]:
+    from uqa_ray.questions.render import text_k_prompts
+
+    return text_k_prompts(data_dir, "train", k, fmt) if k > 0 else None
+
+
+def _holdout_accuracy(llm, tok, split, rows, prompts, cfg) -> float:
+    from uqa_ray.evaluate.decode import option_loglik
+
+    hits = 0
+    gold = split.gold_index()
+    for s in range(0, len(rows), cfg.eval_batch_size):
+        part = rows[s:s + cfg.eval_batch_size]
+        chats = [encode_chat(tok, _chat(split, r, prompts, cfg, False), "prefix", cfg.label_mode, False)
+                 for r in part]
+        scores = option_loglik(llm, tok, chats, split.options(part, cfg.answer_format))
+        hits += sum(int(sc.argmax()) == int(gold[r]) for sc, r in zip(scores, part))
+    return 100.0 * hits / max(1, len(rows))
+
+
+def _chat(split: QuestionSplit, row: int, prompts: list[str] | None, cfg: InstructConfig, answer: bool):
+    msgs = split.messages([row], cfg.answer_format, with_answer=answer)[0]
+    if prompts is not None:  # the Text-k prompt (history + blank line + the same question)
+        msgs[0] = {"role": "user", "content": prompts[row]}
+    return msgs
+
+
+def _loss(llm, chats, pad_id: int, prompt_weight: float) -> torch.Tensor:
+    """Answer loss (soft_prompt labels) + prompt_weight x next-token loss over the prompt tokens."""
+    if not prompt_weight:
+        return lm_loss(llm, chats, None, pad_id)  # DivergedError on a NaN/inf loss
+    # Every real token as a label (the prompt's own ids), then split into answer and prompt positions.
+    full = [EncodedChat(c.before, c.after, c.target, c.before + c.after) for c in chats]
+    inputs = build_inputs(full, None, llm.get_input_embeddings(), pad_id, padding_side="right")
+    labels = inputs["labels"][:, 1:]
+    logits = llm(**llm_kwargs(inputs)).logits[:, :-1].float()
+    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    pos = torch.arange(1, labels.shape[1] + 1, device=labels.device)[None]
+    start = torch.tensor([len(c.before) + len(c.after) for c in chats], device=labels.device)[:, None]
+    answer = (pos >= start) & (labels != IGNORE)
+    prompt = (pos < start) & (labels != IGNORE)
+    loss = nll[answer].mean() + prompt_weight * nll[prompt].mean()
+    if not bool(torch.isfinite(loss)):
+        raise DivergedError(f"non-finite instruction-tuning loss {loss.item()}")
+    return loss
+
+
+def instruct_tiny_llm(data_dir: str | Path, out_dir: str | Path, cfg: InstructConfig = InstructConfig(),
+                      log=print) -> Path:
+    """Build (once) the tiny default for the data's tokenizer, teach it the task, return its folder."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    folder = instruct_dir(data_dir, out_dir, cfg)
+    if (folder / TINY_INFO_FILE).is_file():
+        return folder  # taught before with the same config, base model and questions: reuse
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    base = build_tiny_llm(data_dir / TOKENIZER_DIR, out_dir, cfg.tiny)
+    llm, tok = load_llm(base, dtype=torch.float32)
+    split = QuestionSplit(data_dir, "train")
+    rng = np.random.default_rng([cfg.seed, 17])
+    rows = rng.permutation(len(split))
+    if cfg.max_questions:
+        rows = rows[: cfg.max_questions + cfg.holdout]
+    held, train_rows = rows[: cfg.holdout], rows[cfg.holdout:]
+    if len(train_rows) < cfg.batch_size:
+        raise InputError(f"{data_dir}: {len(train_rows)} train questions cannot fill a batch of {cfg.batch_size}")
+    t0 = time.perf_counter()
+    prompts = {k: _text_k(data_dir, k, cfg.answer_format) for k in sorted(set(cfg.history_k))}
+    render_s = time.perf_counter() - t0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        llm.train()
+        opt = torch.optim.AdamW(llm.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.0)
+        losses: list[float] = []
+        for step in range(cfg.steps):
+            k = cfg.history_k[int(rng.integers(len(cfg.history_k)))]
+            batch = train_rows[rng.integers(len(train_rows), size=cfg.batch_size)]
+            chats = [encode_chat(tok, _chat(split, int(r), prompts[k], cfg, True), "prefix", cfg.label_mode)
+                     for r in batch]
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg)
+            loss = _loss(llm, chats, tok.pad_token_id, cfg.prompt_loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(llm.parameters(), cfg.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+            if (step + 1) % 100 == 0:
+                log(f"[instruct] step {step + 1}/{cfg.steps} loss {np.mean(losses[-100:]):.4f} "
+                    f"({time.perf_counter() - t0:.0f}s)")
+    llm.eval()
+    train_s = time.perf_counter() - t0 - render_s
+    accuracy = {f"text{k}" if k else "no_history": _holdout_accuracy(llm, tok, split, held, prompts[k], cfg)
+                for k in sorted(set(cfg.history_k))}
+    taught = {
+        "what": "multiple-choice questions of TRAIN users with the history as text (Text-k layout of "
+                "questions/render.py), full fine-tuning, no soft tokens; answers scored by option likelihood",
+        "config": to_dict(cfg), "data_dir": str(data_dir),
+        "questions_file": QUESTIONS_FILES["train"],
+        "questions_fingerprint": _file_fingerprint(data_dir / QUESTIONS_FILES["train"]),
+        "train_questions": int(len(train_rows)), "holdout_questions": int(len(held)),
+        "steps": cfg.steps, "loss_first100": float(np.mean(losses[:100])),
+        "loss_last100": float(np.mean(losses[-100:])), "render_s": render_s, "train_s": train_s,
+        "holdout_likelihood_accuracy": accuracy, "chance": 100.0 / max(1, len(split.options([0], cfg.answer_format)[0])),
+        "base_model": base.name,
+    }
+    info = json.loads((base / TINY_INFO_FILE).read_text())
+    info["taught"] = taught
+    with atomic_path(folder) as tmp:
+        llm.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / TINY_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    log(f"[instruct] taught {folder.name} in {train_s:.0f}s: held-out accuracy {accuracy}")
+    return folder

@@ -1,0 +1,184 @@
+"""A grid of alignment/evaluation trials as one Ray Tune experiment, restorable, one record per trial.
+
+    records = run_grid("table4", GridSpec(encoders=(EncoderRef("runs/pretrain/<run>/encoder"),),
+                                          adapters=("mean_pool", "qformer"), strategies=("adapter", "full")),
+                       data_dir="data", results_dir="results", storage="runs/tune")
+
+`expand` turns a GridSpec into trial specs (trial.py): method "encoder" for every
+(encoder x adapter x strategy x lr x seed), then one "random" control per such combination (its
+alignment is the cached one of the matching encoder trial, so it only evaluates), then the
+seed-independent methods (no_embedding, oracle, text20, text50) once each. `answer_format`,
+`placement` and the eval batch size come from the alignment preset for EVERY method, so all rows of a
+table answer the same prompts.
+
+Restore: the Tune experiment lives at `<storage>/<experiment>-<hash of the full trial list>`. If it
+exists, `Tuner.restore` resumes it (finished trials are not re-run, interrupted ones restart). Trials
+that the restored experiment will never run - a stopped experiment (StopAfter, Tune's stop_all) marks
+its unstarted trials TERMINATED - then run as a follow-up experiment named after exactly that set (itself
+restorable). Without a previous experiment a new Tuner runs only the trials that have no record yet
+(records are keyed by config hash). And a trial whose record exists returns it without running
+(trial.py), so no path re-runs or duplicates a finished trial, and every record written before an
+interruption is kept.
+
+`llm="tiny"` is the embedded default: built and taught once (align/instruct.py), cached under
+`<storage>/llm`, before any trial starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Stopper
+
+from uqa_ray.align.config import PRESETS as ALIGN_PRESETS
+from uqa_ray.align.config import align_config
+from uqa_ray.align.instruct import InstructConfig
+from uqa_ray.config import content_hash, to_dict
+from uqa_ray.data.schema import TRUTH_FILE
+from uqa_ray.tune.records import read_record, record_path, trial_id
+from uqa_ray.tune.trial import config_hash
+
+SEED_FREE = ("no_embedding", "oracle", "text20", "text50")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderRef:
+    dir: str  # an encoder export (pretraining's <run>/encoder)
+    preset: str = ""  # "" = from the pretraining run's summary.json
+    loss: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class GridSpec:
+    encoders: tuple[EncoderRef, ...] = ()
+    adapters: tuple[str, ...] = ("mean_pool",)
+    strategies: tuple[str, ...] = ("adapter",)
+    lrs: tuple[float, ...] = ()  # () = the preset's lr
+    seeds: tuple[int, ...] = (0,)
+    methods: tuple[str, ...] = ("encoder", "random", "no_embedding", "oracle", "text20", "text50")
+    align_preset: str = "official"
+    align: dict[str, Any] = dataclasses.field(default_factory=dict)  # AlignConfig overrides
+    llm: str = "tiny"  # an LLM folder or hub name; "tiny" = the embedded default (built + taught, cached)
+    instruct: InstructConfig = InstructConfig()
+    n_boot: int = 1000
+    max_questions: int = 0  # 0 = every eval question (smoke runs cap it)
+    resources: dict[str, float] = dataclasses.field(default_factory=lambda: {"CPU": 1.0})  # per trial
+    max_concurrent: int = 0  # 0 = as many as the resources allow
+
+    def __post_init__(self) -> None:
+        from uqa_ray.evaluate.run import METHODS
+
+        bad = sorted(set(self.methods) - set(METHODS))
+        if bad:
+            raise ValueError(f"methods: unknown {bad}; known {sorted(METHODS)}")
+        if self.align_preset not in ALIGN_PRESETS:
+            raise ValueError(f"align_preset: unknown {self.align_preset!r}; known {sorted(ALIGN_PRESETS)}")
+        if {"encoder", "random"} & set(self.methods) and not self.encoders:
+            raise ValueError("methods 'encoder'/'random' need at least one entry in encoders")
+        if not self.adapters or not self.strategies or not self.seeds:
+            raise ValueError("adapters, strategies and seeds must be non-empty")
+        if self.max_concurrent < 0 or self.max_questions < 0 or self.n_boot < 1:
+            raise ValueError("need max_concurrent, max_questions >= 0 and n_boot >= 1")
+        for a, s, lr in itertools.product(self.adapters, self.strategies, self.lrs or (None,)):
+            align_config(self.align_preset, self.align, {"adapter": a, "strategy": s, **({"lr": lr} if lr else {})})
+
+
+def expand(spec: GridSpec, data_dir: str | Path, llm_dir: str, experiment: str, results_dir: str | Path,
+           cache_dir: str | Path) -> list[dict[str, Any]]:
+    """The trial specs of a grid, in run order (module doc)."""
+    data_dir, results_dir, cache_dir = (str(Path(p).resolve()) for p in (data_dir, results_dir, cache_dir))
+    base = {"experiment": experiment, "results_dir": results_dir, "cache_dir": cache_dir, "data_dir": data_dir,
+            "llm_dir": llm_dir, "eval": {"n_boot": spec.n_boot, "max_questions": spec.max_questions}}
+    aligned = []
+    for enc, a, s, lr, seed in itertools.product(spec.encoders, spec.adapters, spec.strategies,
+                                                 spec.lrs or (None,), spec.seeds):
+        over = {"adapter": a, "strategy": s, "seed": seed, **({"lr": lr} if lr else {})}
+        cfg = to_dict(align_config(spec.align_preset, spec.align, over))
+        enc_d = {"dir": str(Path(enc.dir).resolve()), "preset": enc.preset, "loss": enc.loss}
+        aligned.append({**base, "encoder": enc_d, "align": cfg, "seed": seed})
+    trials = [{**t, "method": m} for m in ("encoder", "random") if m in spec.methods for t in aligned]
+    plain = to_dict(align_config(spec.align_preset, spec.align))
+    for m in SEED_FREE:
+        if m not in spec.methods:
+            continue
+        if m == "oracle" and not (Path(data_dir) / TRUTH_FILE).is_file():
+            print(f"[tune] {data_dir} has no {TRUTH_FILE}: the oracle control is skipped (synthetic data only)")
+            continue
+        trials.append({**base, "method": m, "encoder": None, "align": plain, "seed": 0})
+    return trials
+
+
+class StopAfter(Stopper):
+    """A Tune stopper: end the experiment (not just a trial) once `n` trials have reported a record in
+    this run. Unstarted trials stay pending, so `run_grid` again restores and runs them."""
+
+    def __init__(self, n: int):
+        self.n, self.done = n, set()
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if result.get("record"):
+            self.done.add(trial_id)
+        return False
+
+    def stop_all(self) -> bool:
+        return len(self.done) >= self.n
+
+
+def resolve_llm(spec: GridSpec, data_dir: str | Path, storage: str | Path) -> str:
+    if spec.llm != "tiny":
+        return str(Path(spec.llm).resolve()) if Path(spec.llm).exists() else spec.llm
+    from uqa_ray.align.instruct import instruct_tiny_llm
+
+    return str(instruct_tiny_llm(data_dir, Path(storage) / "llm", spec.instruct))
+
+
+def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir: str | Path = "results",
+             storage: str | Path = "runs/tune", stop_after: int = 0) -> list[dict[str, Any]]:
+    """Run (or restore) the grid; return the records of its trials that exist, in trial order.
+    `stop_after` > 0 ends this invocation after that many trials finished (a budget; rerun to go on)."""
+    from ray import tune
+
+    from uqa_ray.raysetup import init_ray
+    from uqa_ray.tune.trial import tune_trainable
+
+    storage = Path(storage).resolve()
+    llm_dir = resolve_llm(spec, data_dir, storage)
+    trials = expand(spec, data_dir, llm_dir, experiment, results_dir, storage)
+    ids = [trial_id(t["method"], config_hash(t)) for t in trials]
+    paths = [record_path(t["results_dir"], experiment, i) for t, i in zip(trials, ids)]
+    name = f"{experiment}-{content_hash(ids)}"
+    init_ray()
+    threads = max(1, int(spec.resources.get("CPU", 1)))
+    trainable = tune.with_resources(tune_trainable, {k.lower(): v for k, v in spec.resources.items()})
+
+    def fresh(tune_name: str, todo: list[dict]) -> tune.Tuner:
+        return tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search(todo), "threads": threads},
+            # max_concurrent_trials wraps the grid in a ConcurrencyLimiter, which creates trials one by
+            # one: trials not yet created when the experiment stops are not in its state and a restore
+            # cannot see them (the fallback below runs them). Without it every trial is created up front.
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent or None, reuse_actors=True),
+            run_config=tune.RunConfig(name=tune_name, storage_path=str(storage), verbose=1,
+                                      stop=StopAfter(stop_after) if stop_after else None),
+        )
+
+    if tune.Tuner.can_restore(storage / name):
+        print(f"[tune] restoring {storage / name}", flush=True)
+        tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True, restart_errored=True).fit()
+        # Trials that the restored experiment never created (see `fresh`) run as a follow-up
+        # experiment named after exactly that set, so an interruption there restores as well.
+        todo = [t for t, p in zip(trials, paths) if not p.is_file()]
+        if todo:
+            rest = f"{name}-rest-{content_hash([trial_id(t['method'], config_hash(t)) for t in todo])}"
+            if tune.Tuner.can_restore(storage / rest):
+                tune.Tuner.restore(str(storage / rest), trainable, resume_unfinished=True, restart_errored=True).fit()
+            else:
+                fresh(rest, todo).fit()
+    else:
+        todo = [t for t, p in zip(trials, paths) if not p.is_file()]
+        if todo:
+            fresh(name, todo).fit()
+    return [r for r in (read_record(p) for p in paths) if r is not None]
