@@ -28,5 +28,7 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
         if address:
             ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
         else:
-            ray.init(num_cpus=num_cpus, **kwargs)
+            # address="local": always a fresh local instance, never a head that happens to be running on
+            # this machine (ray.init() with no address would join it, and refuse num_cpus).
+            ray.init(address="local", num_cpus=num_cpus, **kwargs)
     configure_data_context()
