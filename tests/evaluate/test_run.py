@@ -89,3 +89,15 @@ def test_methods_fail_clearly(pipe, tmp_path):
 
     with pytest.raises(InputError, match="truth"):
         oracle_names(tmp_path, [1])
+
+
+def test_batches_by_length_respect_rows_and_token_budget():
+    from uqa_ray.evaluate.run import batches_by_length
+
+    lengths = [5, 100, 40, 40, 3, 250, 60]
+    got = batches_by_length(lengths, batch_size=3, max_tokens=120)
+    assert sorted(i for b in got for i in b) == list(range(len(lengths)))  # every row exactly once
+    assert got[0] == [5] and got[1] == [1]  # longest first; a row over the budget goes alone
+    for b in got:
+        assert len(b) <= 3 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 120)
+    assert batches_by_length(lengths, batch_size=4) == [[5, 1, 6, 2], [3, 0, 4]]  # no budget: rows only

@@ -39,12 +39,19 @@ def ray_head(tmp_path_factory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dash}"
     try:
-        for _ in range(120):  # the job server answers once the dashboard is up
-            if subprocess.run([ray, "job", "list", "--address", address], env=env, capture_output=True).returncode == 0:
+        # `ray job list` answers as soon as the dashboard is up, but a submission also needs the node's
+        # job agent, which registers later ("No available agent to submit job" - seen in CI). So the
+        # probe is a real, trivial job: ready once one runs to the end.
+        probe = [ray, "job", "submit", "--address", address, "--", "python", "-c", "pass"]
+        deadline, last = time.monotonic() + 180, None
+        while time.monotonic() < deadline:
+            last = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=120)
+            if last.returncode == 0 and "succeeded" in last.stdout:
                 break
-            time.sleep(1)
+            time.sleep(2)
         else:
-            raise RuntimeError("the Ray head's job server did not come up")
+            raise RuntimeError("the Ray head did not accept a job within 180 s:\n"
+                               + (last.stdout[-1500:] + last.stderr[-1500:] if last else ""))
         yield ray, address, env
     finally:
         head.terminate()
