@@ -6,7 +6,6 @@ ZeRO-3), about a minute each on 2 cores.
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch

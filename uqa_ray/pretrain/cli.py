@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from uqa_ray.config import build, load_yaml, parse_dotted
 from uqa_ray.pretrain.config import PretrainConfig
@@ -22,7 +23,11 @@ def load_config(args: argparse.Namespace) -> PretrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from uqa_ray.pretrain.trainer import pretrain
+    from uqa_ray.pretrain.trainer import STATUS_FILE, pretrain
 
     result = pretrain(load_config(args))
-    return 0 if result.status == "ok" else 1
+    if result.status == "ok":
+        return 0
+    print(f"uqa-ray pretrain: {result.status}: {result.reason} (see {result.run_dir / STATUS_FILE})", file=sys.stderr)
+    # A diverged loss is an outcome of the config (exit 2, like other bad input); anything else failed (1).
+    return 2 if result.status == "diverged" else 1

@@ -59,6 +59,7 @@ class PretrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     shuffle_buffer: int = 256  # rows; seeded per epoch, so the order is reproducible
     checkpoint_every: int = 0  # steps; 0 = at the end of each epoch only
+    # 2, not 1: a truncated or corrupt latest checkpoint then has a previous one to fall back to (loop.py).
     keep_checkpoints: int = 2
     eval_users: int = 0  # 0 = every eval user
     eval_batch: int = 16
@@ -69,6 +70,7 @@ class PretrainConfig:
     name: str = ""  # run name under `storage`; "" = derived from the config hash
     storage: str = "runs/pretrain"
     fail_at_step: int = 0  # fault injection for tests: rank 1 SIGKILLs itself once at this step
+    nan_at_step: int = 0  # fault injection for tests: the last rank's loss is NaN at this global step
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -77,6 +79,16 @@ class PretrainConfig:
             raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.max_len < 2:
             raise ValueError(f"max_len must be >= 2 (one input and one target), got {self.max_len}")
+        for name in ("checkpoint_every", "eval_users", "max_steps", "max_failures", "seed", "shuffle_buffer",
+                     "fail_at_step", "nan_at_step"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.eval_batch < 1:
+            raise ValueError(f"eval_batch must be >= 1, got {self.eval_batch}")
+        if self.keep_checkpoints < 1:
+            # Ray Train's num_to_keep; 1 leaves nothing to fall back to when the latest is corrupt.
+            raise ValueError(f"keep_checkpoints must be >= 1 (2 or more to survive a corrupt one), "
+                             f"got {self.keep_checkpoints}")
         # Validate the encoder overrides now (with official vocab sizes) rather than on the workers.
         self.encoder_config(OFFICIAL_VOCAB)
 

@@ -3,16 +3,20 @@
 Per epoch: next-item training over this rank's shard, then HR@k / NDCG@k of the last click of the eval
 users (full ranking, all-reduced over ranks), throughput in positions/s and, on GPU, MFU. Checkpoints
 are DeepSpeed checkpoints (every rank writes its ZeRO shard) plus each rank's RNG state and the data
-position, so a restarted run continues exactly where the last checkpoint left it.
+position, so a restarted run continues exactly where the last checkpoint left it; a truncated or corrupt
+latest checkpoint is skipped with a warning for the one before it. A non-finite loss on any rank stops
+every rank before the optimizer step, with no checkpoint of that state.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import re
 import signal
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from uqa_ray.pretrain.metrics import finalize, metric_sums, target_ranks
 from uqa_ray.pretrain.objective import PretrainObjective
 
 CKPT_TAG = "ckpt"
+LOOP_STATE = ("epoch", "step_in_epoch", "global_step", "history", "window")  # what a checkpoint resumes
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -116,22 +121,85 @@ def save_checkpoint(engine, session, state: dict[str, Any], metrics: dict[str, A
         session.report(metrics, Path(d))
 
 
-def load_checkpoint(engine, session) -> dict[str, Any] | None:
-    with session.latest_checkpoint() as d:
-        if d is None:
-            return None
-        _, state = engine.load_checkpoint(str(d), tag=CKPT_TAG)
-        if state is None:
-            raise RuntimeError(f"checkpoint {d} could not be loaded (missing tag {CKPT_TAG!r})")
-        rng = Path(d) / "rng" / f"rank{session.rank}.pt"
-        if rng.exists():
-            _set_rng_state(torch.load(rng, weights_only=False))
-        return state
+def _own_files(d: Path, rank: int) -> list[Path]:
+    """The torch files of a checkpoint that this rank reads: shared ones and its own ZeRO shard and RNG."""
+    mine = []
+    for f in sorted(d.rglob("*.pt")):
+        shard = re.search(r"zero_pp_rank_(\d+)_", f.name) or re.fullmatch(r"rank(\d+)\.pt", f.name)
+        if shard is None or int(shard.group(1)) == rank:
+            mine.append(f)
+    return mine
 
 
-def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> None:
+def _damage(d: Path, rank: int) -> str | None:
+    """Why this rank cannot trust the checkpoint at `d`, or None. torch files are zip archives: a truncated
+    one has lost its central directory, and a CRC mismatch flags corrupt bytes that would otherwise load as
+    silently wrong weights. Reads only this rank's files (a shard is read anyway by the load that follows)."""
+    if not (d / CKPT_TAG).is_dir():
+        return f"no {CKPT_TAG}/ folder"
+    for f in _own_files(d, rank):
+        try:
+            with zipfile.ZipFile(f) as z:
+                bad = z.testzip()
+        except (OSError, zipfile.BadZipFile) as e:
+            return f"{f.relative_to(d)}: truncated or corrupt ({type(e).__name__}: {e})"
+        if bad is not None:
+            return f"{f.relative_to(d)}: corrupt (CRC mismatch in {bad})"
+    return None
+
+
+def _all_agree(ok: bool, device: torch.device) -> bool:
+    # Every rank must take the same checkpoint, or ranks resume at different steps and deadlock.
+    return _allreduce([0.0 if ok else 1.0], device)[0] == 0.0
+
+
+def _load(engine, d: Path, rank: int) -> dict[str, Any]:
+    _, client = engine.load_checkpoint(str(d), tag=CKPT_TAG)
+    if client is None:
+        raise RuntimeError(f"DeepSpeed found no tag {CKPT_TAG!r} in {d}")
+    # DeepSpeed's "client state" comes back mixed with its own metadata (param shapes, ds_config, ...), and
+    # saving that again fails (0.19: "client_state contains reserved checkpoint key"): keep the loop's keys.
+    state = {k: client[k] for k in LOOP_STATE if k in client}
+    rng = d / "rng" / f"rank{rank}.pt"
+    if rng.exists():
+        _set_rng_state(torch.load(rng, weights_only=False))
+    return state
+
+
+def load_checkpoint(engine, session, device: torch.device) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Resume from the newest checkpoint that every rank can load, falling back from a truncated or corrupt
+    one to the one before it with a warning. Returns (loop state or None for a fresh run, facts to report)."""
+    skipped: list[str] = []
+    for where, opener in session.checkpoints():
+        with contextlib.ExitStack() as stack:
+            try:
+                d = stack.enter_context(opener())  # a remote checkpoint is downloaded here
+                error = _damage(d, session.rank)
+            except Exception as e:  # noqa: BLE001 - a checkpoint that cannot be fetched is skipped too
+                error = f"{type(e).__name__}: {e}"
+            # Agreed before DeepSpeed's load: a rank raising inside it would leave the others in a collective.
+            if _all_agree(error is None, device):
+                try:
+                    state = _load(engine, d, session.rank)
+                except Exception as e:  # noqa: BLE001 - any failure to load means: try the previous one
+                    error = f"{type(e).__name__}: {e}"
+                if _all_agree(error is None, device):
+                    info = {"resumed_from_step": state["global_step"]}
+                    if skipped:
+                        info["skipped_checkpoints"] = skipped
+                    return state, info
+        if error is not None or session.rank == 0:
+            print(f"[pretrain] WARNING: checkpoint {where} cannot be loaded (rank {session.rank}: "
+                  f"{error or 'failed on another rank'}); falling back to the previous one", flush=True)
+        skipped.append(f"{where}: {error or 'cannot be loaded on another rank'}")
+    if skipped:
+        raise RuntimeError("no checkpoint of this run can be loaded (tried newest first):\n  " + "\n  ".join(skipped))
+    return None, {}
+
+
+def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any] | None:
     """Entry point of every worker. `cfg_dict` is `to_dict(PretrainConfig)` plus `"_run"` facts from the
-    driver (vocab, steps per epoch, baseline metrics)."""
+    driver (vocab, steps per epoch, baseline metrics). Returns None, or the facts of a non-finite loss."""
     run = dict(cfg_dict.pop("_run"))
     cfg = build(PretrainConfig, cfg_dict)
     on_gpu = torch.cuda.is_available()
@@ -148,9 +216,11 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> None:
     fpp = flops_per_position(enc_cfg)
     peak = peak_flops(device) if on_gpu else None
 
-    state = load_checkpoint(engine, session) or {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": []}
+    state, resumed = load_checkpoint(engine, session, device)
+    state = state or {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": []}
     if session.rank == 0 and state["global_step"]:
-        print(f"[pretrain] resumed at epoch {state['epoch'] + 1} step {state['step_in_epoch']}", flush=True)
+        print(f"[pretrain] resumed at epoch {state['epoch'] + 1} step {state['step_in_epoch']} "
+              f"(global step {state['global_step']})", flush=True)
     steps_per_epoch = run["steps_per_epoch"]
     log_every = max(1, steps_per_epoch // 10)
 
@@ -170,15 +240,22 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> None:
                     os.kill(os.getpid(), signal.SIGKILL)  # a real process death, not an exception
             out = engine(_to_device(collate(batch, enc_cfg.max_len), device))
             loss, n = out["loss"], float(out["n"])
+            if cfg.nan_at_step and state["global_step"] == cfg.nan_at_step and session.rank == session.world - 1:
+                loss = loss * float("nan")  # one rank only: the all-reduce below must spread the news
             finite = math.isfinite(loss.item())
             # One small all-reduce per step: every rank must learn that ANY rank diverged, or the
             # others would block in the next ZeRO collective.
             s_loss, s_n, bad = _allreduce([loss.item() * n if finite else 0.0, n, 0.0 if finite else 1.0], device)
             if bad:
+                # No checkpoint of this state: the last one reported stays the run's latest, good one. Ray
+                # Train V2 keeps only checkpointed metrics, so the facts reach the driver as the return value.
+                diverged = {"status": "diverged", "step": state["global_step"], "epoch": epoch + 1,
+                            "bad_ranks": int(bad), "world": session.world}
                 if session.rank == 0:
-                    print(f"[pretrain] non-finite loss at step {state['global_step']}: stopping", flush=True)
-                session.report({"status": "diverged", "step": state["global_step"], "epoch": epoch + 1}, None)
-                return
+                    print(f"[pretrain] non-finite loss at step {state['global_step']} on {int(bad)} of "
+                          f"{session.world} ranks: stopping", flush=True)
+                session.report(diverged, None)
+                return diverged
             engine.backward(loss)
             engine.step()
             window[0] += s_loss
@@ -200,7 +277,8 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> None:
                     flush=True,
                 )
             if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0 and not done:
-                save_checkpoint(engine, session, dict(state), {"epoch": epoch + 1, "step": state["global_step"]})
+                save_checkpoint(engine, session, dict(state),
+                                {"epoch": epoch + 1, "step": state["global_step"], **resumed})
             if done:
                 break
         elapsed = time.perf_counter() - clock if clock is not None else 0.0
@@ -214,6 +292,7 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> None:
             "zero_stage": cfg.zero_stage,
             **{f"eval/{k}": v for k, v in evaluate(engine, session, cfg, enc_cfg, device).items()},
             **{f"mostpop/{k}": v for k, v in run.get("mostpop", {}).items()},
+            **resumed,  # where this process resumed, and any checkpoint it had to skip
         }
         if peak:
             metrics["mfu"] = metrics["positions_per_s"] * fpp / (peak * session.world)

@@ -9,14 +9,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import posixpath
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from uqa_ray.data.schema import PRETRAIN_FILES
+
+
+@contextlib.contextmanager
+def _as_path(checkpoint) -> Iterator[Path]:
+    with checkpoint.as_directory() as d:  # local storage: the folder itself; remote: a downloaded copy
+        yield Path(d)
 
 
 class RaySession:
@@ -46,14 +53,29 @@ class RaySession:
         shard = self._train.get_dataset_shard("eval")
         return shard.iter_batches(batch_size=self.cfg.eval_batch, batch_format="pyarrow")
 
-    @contextlib.contextmanager
-    def latest_checkpoint(self) -> Iterator[Path | None]:
-        ckpt = self._train.get_checkpoint()
-        if ckpt is None:
-            yield None
-            return
-        with ckpt.as_directory() as d:
-            yield Path(d)
+    def checkpoints(self) -> list[tuple[str, Callable[[], ContextManager[Path]]]]:
+        """This run's checkpoints, newest first: (where it lives, opener of a local folder).
+
+        Ray Train hands a worker only the latest checkpoint; the older ones it keeps (num_to_keep) are the
+        `checkpoint_<timestamp>` siblings of that folder in the run's storage, and the timestamps sort as
+        strings. Siblings newer than the latest are partial writes Ray never registered, so they are left out.
+        """
+        from pyarrow.fs import FileSelector, FileType
+        from ray.train import Checkpoint
+
+        latest = self._train.get_checkpoint()
+        if latest is None:
+            return []
+        fs, path = latest.filesystem, latest.path.rstrip("/")
+        parent, name = posixpath.split(path)
+        older = sorted(
+            (info.path for info in fs.get_file_info(FileSelector(parent))
+             if info.type == FileType.Directory and info.base_name.startswith("checkpoint_")
+             and info.base_name < name),
+            reverse=True,
+        )
+        found = [latest] + [Checkpoint(p, filesystem=fs) for p in older]
+        return [(c.path, lambda c=c: _as_path(c)) for c in found]
 
     def report(self, metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
         from ray.train import Checkpoint
@@ -93,10 +115,11 @@ class TorchrunSession:
         n = min(n, self.cfg.eval_users) if self.cfg.eval_users else n
         return self._rows("eval", np.arange(n), self.cfg.eval_batch, drop_last=False)
 
-    @contextlib.contextmanager
-    def latest_checkpoint(self) -> Iterator[Path | None]:
-        latest = self.run_dir / "checkpoints" / "latest"
-        yield latest if latest.is_dir() else None
+    def checkpoints(self) -> list[tuple[str, Callable[[], ContextManager[Path]]]]:
+        """`latest`, then `previous` (what `report` rotates), where they exist."""
+        root = self.run_dir / "checkpoints"
+        found = [root / n for n in ("latest", "previous") if (root / n).is_dir()]
+        return [(str(d), lambda d=d: contextlib.nullcontext(d)) for d in found]
 
     def report(self, metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
         import torch.distributed as dist

@@ -40,8 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     steps = (n_train // dist.get_world_size()) // cfg.optim.micro_batch
     loop_cfg = {**to_dict(cfg), "_run": {"vocab": vocab, "steps_per_epoch": steps, "run_dir": str(run_dir),
                                          "threads": torch.get_num_threads()}}
-    train_loop(loop_cfg, session_factory=lambda c: TorchrunSession(c, run_dir))
+    stopped = train_loop(loop_cfg, session_factory=lambda c: TorchrunSession(c, run_dir))
     dist.destroy_process_group()
+    if stopped:  # a non-finite loss: the checkpoints in run_dir are the last good ones
+        print(f"[pretrain] {run_dir}: DIVERGED: {stopped}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

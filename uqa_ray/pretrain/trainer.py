@@ -21,8 +21,8 @@ from uqa_ray.config import content_hash, to_dict
 from uqa_ray.data.schema import META_FILE, PRETRAIN_FILES
 from uqa_ray.data.stream import arrow_file_info, read_sequences
 from uqa_ray.encoders.config import input_columns
-from uqa_ray.encoders.export import load_encoder, save_encoder
-from uqa_ray.io import InputError, atomic_path, write_json
+from uqa_ray.encoders.export import save_encoder
+from uqa_ray.io import InputError, write_json
 from uqa_ray.pretrain.config import PretrainConfig
 from uqa_ray.pretrain.loop import CKPT_TAG, train_loop
 from uqa_ray.pretrain.objective import PretrainObjective
@@ -39,6 +39,7 @@ class PretrainResult:
     status: str  # ok | diverged | failed
     metrics: dict[str, Any]
     reused: bool = False
+    reason: str = ""  # why, unless ok
 
 
 def read_meta(data: str | Path) -> dict[str, Any]:
@@ -51,7 +52,8 @@ def read_meta(data: str | Path) -> dict[str, Any]:
 
 def run_name(cfg: PretrainConfig) -> str:
     # Keyed by everything that changes the weights (not by scaling or storage), so a rerun resumes.
-    key = dataclasses.replace(cfg, scaling=type(cfg.scaling)(), name="", storage="", max_failures=0, fail_at_step=0)
+    key = dataclasses.replace(cfg, scaling=type(cfg.scaling)(), name="", storage="", max_failures=0, fail_at_step=0,
+                              nan_at_step=0)
     return cfg.name or f"{cfg.preset}-L{cfg.max_len}-{cfg.input_mode}-{cfg.loss.kind}-{content_hash(key)}"
 
 
@@ -103,6 +105,30 @@ def _cpus_per_worker(cfg: PretrainConfig) -> float:
     print(f"[pretrain] {total:g} CPUs: {cfg.scaling.num_workers} workers get {fit:.2f} CPU each (asked {want:g}), "
           "leaving room for Ray Data", flush=True)
     return fit
+
+
+def _diverged(
+    run_dir: Path, name: str, stopped: dict[str, Any], metrics: dict[str, Any], checkpoint
+) -> PretrainResult:
+    """A non-finite loss stopped the loop (which checkpoints no state of that step): say where, and which
+    checkpoint is the last good one. Ray Train keeps it, and a rerun of the run resumes from it."""
+    if "step" in stopped:
+        where = f"at step {stopped['step']} (epoch {stopped['epoch']}, on {stopped['bad_ranks']} of " \
+                f"{stopped['world']} ranks)"
+    else:  # no return value from the loop (it cannot tell us): only divergence ends it without "final"
+        where = "(step unknown: the loop stopped without a final checkpoint)"
+    last = None
+    if checkpoint is not None:
+        last = {"path": checkpoint.path, "step": metrics.get("step"), "epoch": metrics.get("epoch")}
+    kept = f"last good checkpoint: step {last['step']} at {last['path']}" if last else "no checkpoint was taken"
+    reason = f"non-finite loss {where}; {kept}"
+    write_json(run_dir / STATUS_FILE, {
+        "status": "diverged", "reason": reason, "step": stopped.get("step"), "epoch": stopped.get("epoch"),
+        "last_checkpoint": last, "last_checkpoint_metrics": metrics,
+    })
+    print(f"[pretrain] {name}: DIVERGED: {reason}", flush=True)
+    out = {**metrics, "diverged_at_step": stopped.get("step"), "last_checkpoint": last}
+    return PretrainResult(run_dir, None, "diverged", out, reason=reason)
 
 
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
@@ -173,18 +199,21 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
         write_json(run_dir / STATUS_FILE, {"status": "failed", "reason": str(e)[:2000]})
-        return PretrainResult(run_dir, None, "failed", {"error": str(e)[:2000]})
-    metrics = dict(result.metrics or {})
-    if not metrics.get("final"):
-        # The loop stopped early without a final checkpoint: only a diverged loss does that.
-        write_json(run_dir / STATUS_FILE, {"status": "diverged", "last_checkpoint_metrics": metrics})
-        print(f"[pretrain] {name}: DIVERGED (non-finite loss); last good checkpoint kept", flush=True)
-        return PretrainResult(run_dir, None, "diverged", metrics)
+        print(f"[pretrain] {name}: FAILED: {str(e)[:2000]}", flush=True)
+        return PretrainResult(run_dir, None, "failed", {"error": str(e)[:2000]}, reason=str(e)[:2000])
+    metrics = dict(result.metrics or {})  # Ray Train V2: the metrics of the latest checkpoint
+    stopped = getattr(result, "return_value", None) or {}  # rank 0's return value (loop.train_loop)
+    if stopped.get("status") == "diverged" or not metrics.get("final"):
+        return _diverged(run_dir, name, stopped, metrics, result.checkpoint)
     with result.checkpoint.as_directory() as d:
         export_encoder(Path(d), cfg, enc_cfg, export)
     metrics["wall_s"] = time.perf_counter() - t0
     summary = {"status": "ok", "run": name, "config": to_dict(cfg), "encoder": to_dict(enc_cfg), "metrics": metrics}
     write_json(run_dir / SUMMARY_FILE, summary)
+    write_json(run_dir / STATUS_FILE, {"status": "ok", "step": metrics.get("step")})  # replaces a stale one
+    for skipped in metrics.get("skipped_checkpoints", []):
+        print(f"[pretrain] {name}: WARNING: resumed past a checkpoint that could not be loaded: {skipped}",
+              flush=True)
     hr, pop = metrics.get("eval/HR@10", math.nan), mostpop.get("HR@10", math.nan)
     print(
         f"[pretrain] {name}: done in {metrics['wall_s']:.0f}s, HR@10 {hr:.4f} (most-popular {pop:.4f}), "
