@@ -4,7 +4,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -14,8 +17,23 @@ class InputError(ValueError):
     """Bad input (file, column, type or value). The message names what is wrong; the CLI exits 2."""
 
 
+def reason(e: BaseException) -> str:
+    """A library error (Arrow, OS, JSON) as one line, for an InputError's message: the CLI prints the
+    message as its one error line, and Arrow appends C++ source locations on further lines."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+# Temporaries are named after their writer (host and pid), so that `sweep_stale_tmp` can tell the
+# leftovers of a killed writer (SIGKILL skips every `finally`) from the work of a live one. The host
+# matters on a cluster: trials on several nodes write into one shared results folder, and a pid is
+# only meaningful on its own node.
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?:(?P<host>[A-Za-z0-9_.]+)-)?(?P<pid>\d+)-[0-9a-f]{8}$")
+
+
 def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return path.with_name(f".{path.name}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 @contextlib.contextmanager
@@ -60,8 +78,14 @@ def write_new_json(path: str | os.PathLike, obj: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path)
+    data = (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n").encode()
     try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+        # Flushed to disk before it is published: a record is the only copy of a finished trial, and a
+        # machine that crashes right after the link must not come back with an empty file under its name.
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         try:
             os.link(tmp, path)
         except FileExistsError as e:
@@ -69,3 +93,56 @@ def write_new_json(path: str | os.PathLike, obj: Any) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _writer_alive(pid: int, since: float) -> bool:
+    """Whether process `pid` of this host may still own a temporary last modified at `since`."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user
+    try:
+        import psutil  # a Ray dependency; without it a live pid counts as the owner
+
+        # A pid recycled by a process started after the temporary was last written is not its writer.
+        return psutil.Process(pid).create_time() <= since + 1.0
+    except ImportError:
+        return True
+    except psutil.Error:
+        return False
+
+
+def sweep_stale_tmp(folder: str | os.PathLike, foreign_after_s: float = 3600.0) -> list[Path]:
+    """Remove the temporaries (of `atomic_path` / `write_new_json`) under `folder` whose writer is gone.
+
+    A writer killed mid-write leaves its hidden `.<name>.tmp-<host>-<pid>-<id>` behind; a rerun calls
+    this before writing there again. A temporary of this host is stale once its pid is dead (or reused
+    since); one of another host (its pid cannot be checked from here) once it is older than
+    `foreign_after_s`. Live writers' temporaries are kept, so a concurrent run is never disturbed.
+    Returns what was removed.
+    """
+    folder, now, removed = Path(folder), time.time(), []
+    if not folder.is_dir():
+        return removed
+    for tmp in sorted(folder.rglob(".*.tmp-*")):
+        m = _TMP_RE.match(tmp.name)
+        if not m:
+            continue
+        try:
+            mtime = tmp.lstat().st_mtime
+        except FileNotFoundError:  # finished (renamed) or removed by its writer meanwhile
+            continue
+        if m["host"] == _HOST:
+            stale = not _writer_alive(int(m["pid"]), mtime)
+        else:  # another node's, or of the older naming without a host (whose node is unknown)
+            stale = now - mtime > foreign_after_s
+        if not stale:
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from uqa_ray.data.schema import ATTRIBUTES, BPE_SOURCE, ID_SOURCE, MAPS_DIR
-from uqa_ray.io import InputError
+from uqa_ray.io import InputError, reason
 
 NAME_COLUMNS = tuple(BPE_SOURCE.values())  # title, cate_name, shop_name, brand_name, seller_name
 ATTR_COLUMN = {ID_SOURCE[c][: -len("_id")]: c for c in ID_SOURCE}  # "cate" -> "uni_seq_cate_id", ...
@@ -25,11 +25,14 @@ def catalog_keys(path: Path) -> np.ndarray:
     """Sorted raw item ids of the catalog, streamed by row group; nulls and duplicates are errors."""
     id_cols = list(ID_SOURCE.values())
     chunks = []
-    for batch in pq.ParquetFile(path).iter_batches(columns=id_cols, batch_size=1 << 20):
-        for c in id_cols:
-            if batch.column(c).null_count:
-                raise InputError(f"{path}: column {c!r} has null values")
-        chunks.append(batch.column("item_id").to_numpy())
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(columns=id_cols, batch_size=1 << 20):
+            for c in id_cols:
+                if batch.column(c).null_count:
+                    raise InputError(f"{path}: column {c!r} has null values")
+            chunks.append(batch.column("item_id").to_numpy())
+    except (OSError, pa.ArrowException) as e:  # a page garbled behind a valid footer
+        raise InputError(f"{path}: the catalog cannot be decoded ({reason(e)})") from e
     ids = np.sort(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64)
     dup = ids[1:][ids[1:] == ids[:-1]]
     if len(dup):

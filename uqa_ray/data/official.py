@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -19,7 +20,19 @@ from uqa_ray.data.schema import (
     ALIGN_FILES, ALIGN_SCHEMA, BPE_COLUMNS, BPE_VOCAB_KEY, META_FILE, PRETRAIN_FILES, PRETRAIN_SCHEMA, SEQ_COLUMNS,
     TOKENIZER_DIR, check_schema,
 )
-from uqa_ray.io import InputError, atomic_path
+from uqa_ray.io import InputError, atomic_path, reason
+
+
+def read_batch(reader, i: int, path: Path) -> pa.RecordBatch:
+    """Record batch i, fully validated: the file is memory-mapped and its buffers are trusted as they
+    are, so a garbled offset would make the compute kernels read out of bounds (a segfault, not an
+    error). Full validation checks every offset and length first (one linear pass)."""
+    try:
+        batch = reader.get_batch(i)
+        batch.validate(full=True)
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"{path}: record batch {i} is corrupt ({reason(e)})") from e
+    return batch
 
 
 def scan_file(path: Path, expected: pa.Schema) -> dict:
@@ -27,23 +40,35 @@ def scan_file(path: Path, expected: pa.Schema) -> dict:
     try:
         reader = pa.ipc.open_file(pa.memory_map(str(path)))
     except (pa.ArrowInvalid, OSError) as e:
-        raise InputError(f"{path}: not a readable Arrow IPC file ({e})") from e
+        raise InputError(f"{path}: not a readable Arrow IPC file ({reason(e)})") from e
     check_schema(reader.schema, expected, str(path))
     rows, clicks = 0, 0
     max_id = {c: -1 for c in SEQ_COLUMNS}
     for i in range(reader.num_record_batches):
-        batch = reader.get_batch(i)
-        rows += batch.num_rows
+        batch = read_batch(reader, i, path)
+        lens = None
         for c in SEQ_COLUMNS:
             col = batch.column(c)
-            if c == SEQ_COLUMNS[0]:
-                clicks += int(pc.sum(pc.list_value_length(col)).as_py() or 0)
+            # a null sequence, click bag or id has no meaning to the encoders (0 is their padding id)
+            if col.null_count or col.flatten().null_count:
+                raise InputError(f"{path}: column {c!r} has a null sequence or click bag")
+            n = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+            if lens is None:
+                lens = n
+                clicks += int(n.sum())
+            elif not np.array_equal(n, lens):  # the encoders zip the ten columns click by click
+                row = rows + int(np.flatnonzero(n != lens)[0])
+                raise InputError(f"{path}: row {row}: column {c!r} has a different number of clicks "
+                                 f"than {SEQ_COLUMNS[0]!r}")
             values = pc.list_flatten(pc.list_flatten(col))
+            if values.null_count:
+                raise InputError(f"{path}: column {c!r} has a negative or null id (null)")
             if len(values):
                 lo, hi = pc.min_max(values).values()
-                if lo.as_py() is None or lo.as_py() < 0:
+                if lo.as_py() < 0:
                     raise InputError(f"{path}: column {c!r} has a negative or null id ({lo.as_py()})")
                 max_id[c] = max(max_id[c], hi.as_py())
+        rows += batch.num_rows
     if rows == 0:
         raise InputError(f"{path}: no rows")
     return {"rows": rows, "clicks": clicks, "max_id": max_id}

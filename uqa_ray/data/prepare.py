@@ -32,7 +32,7 @@ from uqa_ray.data.schema import (
     ATTRIBUTES, BPE_COLUMNS, BPE_VOCAB_KEY, CATALOG_SCHEMA, CLICK_SCHEMA, ID_COLUMNS, META_FILE, PRETRAIN_FILES,
     TOKENIZER_DIR, TRUTH_FILE, USERS_FILES, check_schema,
 )
-from uqa_ray.io import InputError, atomic_path
+from uqa_ray.io import InputError, atomic_path, reason
 
 CLICKS_DIR, CATALOG_FILE = "clicks", "items.parquet"
 
@@ -64,9 +64,28 @@ def _open_parquet(path: Path, schema: pa.Schema) -> int:
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # ArrowInvalid, OSError: truncated or not parquet at all
-        raise InputError(f"{path}: unreadable parquet file ({e})") from e
+        raise InputError(f"{path}: unreadable parquet file ({reason(e)})") from e
     check_schema(pf.schema_arrow, schema, str(path))
     return pf.metadata.num_rows
+
+
+def _check_truth(path: Path) -> None:
+    """truth.parquet is read only after the Ray passes: check what `reindex_truth` relies on up front, so
+    a bad one fails in a second, not after minutes of work: integer `user_id`, and integer ids (or lists
+    of them) in every column named after an attribute."""
+    try:
+        schema = pq.ParquetFile(path).schema_arrow
+    except Exception as e:
+        raise InputError(f"{path}: unreadable parquet file ({reason(e)})") from e
+    if schema.get_field_index("user_id") < 0:
+        raise InputError(f"{path}: missing column 'user_id' (have {schema.names})")
+    for field in schema:
+        t = field.type
+        inner = t.value_type if pa.types.is_list(t) else t
+        is_attr = field.name.rsplit("_", 1)[-1] in ATTRIBUTES
+        if (field.name == "user_id" and not pa.types.is_integer(t)) or (is_attr and not pa.types.is_integer(inner)):
+            raise InputError(f"{path}: column {field.name!r} has type {t}, expected "
+                             f"{'int64' if field.name == 'user_id' else 'int64 ids or a list of them'}")
 
 
 def validate_raw(raw: Path) -> tuple[list[Path], Path, int]:
@@ -80,15 +99,24 @@ def validate_raw(raw: Path) -> tuple[list[Path], Path, int]:
     if n == 0:
         raise InputError(f"{clicks_dir}: the click log is empty")
     _open_parquet(catalog, CATALOG_SCHEMA)
+    if (raw / TRUTH_FILE).is_file():
+        _check_truth(raw / TRUTH_FILE)
     return files, catalog, n
 
 
-def _read_error(e: Exception, where: Path) -> Exception:
-    """A shard that passed the footer check but fails to decode is bad input; anything else is a bug."""
-    msg = str(e)
-    if any(k in msg for k in ("ArrowInvalid", "ArrowIOError", "Parquet", "OSError", "ArrowTypeError")):
-        return InputError(f"{where}: cannot read the click shards: {msg.strip().splitlines()[-1]}")
-    return e
+@contextlib.contextmanager
+def _task_errors():
+    """A Ray task that failed reading a file (one that passed the footer check but does not decode) is
+    bad input naming that file (reindex.BAD_FILE); any other failure is a bug and keeps its traceback."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as e:
+        bad = reindex.bad_file(e)
+        if bad is None:
+            raise
+        raise bad from e
 
 
 class _Clock:
@@ -132,15 +160,10 @@ def prepare(raw: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfig
     clock("validate")
     init_ray()
     clock("ray_init")
-    with _preserve_order():
+    with _preserve_order(), _task_errors():
         clicks = reindex.read_parquet_pieces(files, list(reindex.CLICK_COLUMNS))
         cat_ref = ray.put(catalog_ids)
-        try:
-            indexed, users, raw_len, n_raw = reindex.index(clicks, files, catalog_ids, cat_ref, catalog)
-        except InputError:
-            raise
-        except Exception as e:
-            raise _read_error(e, raw / CLICKS_DIR) from e
+        indexed, users, raw_len, n_raw = reindex.index(clicks, files, catalog_ids, cat_ref, catalog)
         clock("index")
         users_ref = ray.put(users)
         flt = reindex.filter_fixed_point(indexed, users_ref, raw_len, len(catalog_ids), cfg.min_item_count,
@@ -211,11 +234,21 @@ def _tokenizer(path: str | None, kept, n_items: int, cfg: PrepareConfig, dest: P
 def reindex_truth(src: Path, dst: Path, kept_raw: np.ndarray, is_eval: np.ndarray, raw_attr: dict) -> None:
     """Planted truth with dense ids: `user`, `split` added; a column whose name ends in _cate, _brand,
     _shop or _seller (an id or a list of ids) is mapped through maps/ (0 = not in the prepared data)."""
+    try:
+        _reindex_truth(src, dst, kept_raw, is_eval, raw_attr)
+    except (OSError, pa.ArrowException) as e:  # a page garbled behind the footer _check_truth read
+        raise InputError(f"{src}: cannot be decoded ({reason(e)})") from e
+
+
+def _reindex_truth(src: Path, dst: Path, kept_raw: np.ndarray, is_eval: np.ndarray, raw_attr: dict) -> None:
     pf = pq.ParquetFile(src)
-    if "user_id" not in pf.schema_arrow.names:
-        raise InputError(f"{src}: missing column 'user_id'")
     writer = None
     for batch in pf.iter_batches(batch_size=65536):
+        for name in batch.schema.names:  # a null id has no dense id to map to
+            col = batch.column(name)
+            if (name == "user_id" or name.rsplit("_", 1)[-1] in ATTRIBUTES) and (
+                    col.null_count or (pa.types.is_list(col.type) and col.flatten().null_count)):
+                raise InputError(f"{src}: column {name!r} has null values")
         raw_u = batch.column("user_id").to_numpy()
         pos = np.minimum(np.searchsorted(kept_raw, raw_u), len(kept_raw) - 1)
         found = kept_raw[pos] == raw_u

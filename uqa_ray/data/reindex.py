@@ -16,15 +16,33 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from uqa_ray.io import InputError
+from uqa_ray.io import InputError, reason
 
 CLICK_COLUMNS = ("user_id", "item_id", "ts")
 COUNT_BATCH = 4_000_000  # clicks per counting task (80 MB of indexed clicks)
 
 
+# Marks a read error of an input file inside a Ray task. Ray wraps a task's exception in its own types
+# (and Ray Data in others again), but keeps the message: the driver finds the marked line there and
+# raises it as an InputError, so a page that passed the footer check but cannot be decoded is bad
+# input naming its file, while every other task failure stays a bug with its traceback.
+BAD_FILE = "uqa-ray unreadable input: "
+
+
 def _read_piece(batch: dict, columns: list[str]) -> pa.Table:
     path, group = batch["path"][0], int(batch["row_group"][0])
-    return pq.ParquetFile(path).read_row_group(group, columns=columns)
+    try:
+        return pq.ParquetFile(path).read_row_group(group, columns=columns)
+    except (OSError, pa.ArrowException) as e:
+        raise OSError(f"{BAD_FILE}{path}: row group {group} cannot be decoded ({reason(e)})") from None
+
+
+def bad_file(e: BaseException) -> InputError | None:
+    """The InputError a task's read failure stands for (see BAD_FILE), None for any other failure."""
+    for line in str(e).splitlines():
+        if BAD_FILE in line:
+            return InputError(line.split(BAD_FILE, 1)[1].strip())
+    return None
 
 
 def read_parquet_pieces(files: list[Path], columns: list[str]):
@@ -112,16 +130,26 @@ class _UniqueCounter:
 def _first_bad(files: list[Path], catalog_ids: np.ndarray) -> tuple[Path, str]:
     """Only on error: stream the shards again in the driver to name the first bad file and value."""
     for f in files:
-        for batch in pq.ParquetFile(f).iter_batches(columns=list(CLICK_COLUMNS), batch_size=1 << 20):
-            for c in CLICK_COLUMNS:
-                if batch.column(c).null_count:
-                    return f, f"column {c!r} has null values"
-            item = batch.column("item_id").to_numpy()
-            pos = np.minimum(np.searchsorted(catalog_ids, item), len(catalog_ids) - 1)
-            bad = catalog_ids[pos] != item
-            if bad.any():
-                return f, f"item_id {item[bad][0]} is not in the catalog"
+        try:
+            what = _first_bad_in(f, catalog_ids)
+        except (OSError, pa.ArrowException) as e:  # garbled after the footer: the read error is the reason
+            what = f"cannot be decoded ({reason(e)})"
+        if what:
+            return f, what
     raise RuntimeError("a bad click was flagged but cannot be found again")
+
+
+def _first_bad_in(f: Path, catalog_ids: np.ndarray) -> str | None:
+    for batch in pq.ParquetFile(f).iter_batches(columns=list(CLICK_COLUMNS), batch_size=1 << 20):
+        for c in CLICK_COLUMNS:
+            if batch.column(c).null_count:
+                return f"column {c!r} has null values"
+        item = batch.column("item_id").to_numpy()
+        pos = np.minimum(np.searchsorted(catalog_ids, item), len(catalog_ids) - 1)
+        bad = catalog_ids[pos] != item
+        if bad.any():
+            return f"item_id {item[bad][0]} is not in the catalog"
+    return None
 
 
 def index(clicks_ds, files: list[Path], catalog_ids: np.ndarray, catalog_ref, catalog_path: Path):

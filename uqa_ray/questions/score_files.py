@@ -16,16 +16,19 @@ markers as a fallback). Option-likelihood scoring there needs letter answers ("A
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from uqa_ray.io import InputError
+from uqa_ray.io import InputError, reason
 from uqa_ray.questions import score
-from uqa_ray.questions.source import open_arrow
+from uqa_ray.questions.source import open_arrow, read_batch, read_parquet
+from uqa_ray.questions.spec import SUBTASKS
 from uqa_ray.questions.templates import route
 
 _OPTION_LINE = re.compile(r"^([A-Z])\. ", re.M)
@@ -43,41 +46,70 @@ class QuestionSet:
 
 def load_questions(path: str | Path, answer_format: str | None = None) -> QuestionSet:
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise InputError(f"{path}: file not found")
-    return _from_arrow(path) if path.suffix == ".arrow" else _from_parquet(path, answer_format)
+    qs = _from_arrow(path) if path.suffix == ".arrow" else _from_parquet(path, answer_format)
+    bad = [i for i, g in enumerate(qs.gold_text) if not isinstance(g, str) or not g]
+    if bad:  # every prediction would start with an empty gold (score.py)
+        raise InputError(f"{path}: row {int(qs.rows[bad[0]])}: the gold answer {qs.gold_text[bad[0]]!r} must be "
+                         "a non-empty string")
+    return qs
 
 
 def _from_parquet(path: Path, answer_format: str | None) -> QuestionSet:
     need = ["row", "subtask", "gold", "options", "answer_letter", "answer_content", "answer_format"]
-    have = pq.read_schema(path).names
-    for c in need:
-        if c not in have:
-            raise InputError(f"{path}: missing column {c!r} (have {have})")
-    t = pq.read_table(path, columns=need)
+    t = read_parquet(path, need, ints=("row", "gold"), texts=("subtask", "answer_letter", "answer_content",
+                                                            "answer_format"))
+    rows = t["row"].to_numpy().astype(np.int64)
+    ordered = np.sort(rows)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if len(repeated):  # predictions are keyed by row
+        raise InputError(f"{path}: column 'row' repeats row {int(repeated[0])}")
+    subs = t["subtask"].to_pylist()
+    unknown = sorted({s for s in subs if s not in SUBTASKS}, key=str)
+    if unknown:
+        raise InputError(f"{path}: column 'subtask' holds {unknown[0]!r}; expected one of {SUBTASKS}")
     fmt = t["answer_format"].to_pylist()
     if answer_format is not None:
         fmt = [answer_format] * t.num_rows
+    elif set(fmt) - {"letter", "content"}:
+        raise InputError(f"{path}: column 'answer_format' holds {sorted(set(fmt) - {'letter', 'content'}, key=str)[0]!r}"
+                         "; expected 'letter' or 'content'")
+    opt_type = t["options"].type
+    if not (pa.types.is_list(opt_type) and pa.types.is_string(opt_type.value_type)):
+        raise InputError(f"{path}: column 'options' has type {opt_type}, expected list<string>")
+    if t["options"].null_count:
+        raise InputError(f"{path}: column 'options' has null values")
     letter, content = t["answer_letter"].to_pylist(), t["answer_content"].to_pylist()
     gold_text = [l if f == "letter" else c for f, l, c in zip(fmt, letter, content)]
-    n_opt = np.array([len(o) for o in t["options"].to_pylist()], np.int64)
-    return QuestionSet(path, t["row"].to_numpy().astype(np.int64), t["subtask"].to_pylist(), gold_text,
-                       t["gold"].to_numpy().astype(np.int64), n_opt)
+    n_opt = pc.list_value_length(t["options"]).to_numpy().astype(np.int64)
+    gold = t["gold"].to_numpy().astype(np.int64)
+    out = (gold < 0) | (gold >= n_opt)
+    if out.any():  # option-likelihood scoring compares the argmax with it
+        i = int(np.flatnonzero(out)[0])
+        raise InputError(f"{path}: row {int(rows[i])}: column 'gold' holds {int(gold[i])}, not an option index "
+                         f"(0..{int(n_opt[i]) - 1})")
+    return QuestionSet(path, rows, subs, gold_text, gold, n_opt)
 
 
 def _from_arrow(path: Path) -> QuestionSet:
     reader = open_arrow(path)
     if "text" not in reader.schema.names:
         raise InputError(f"{path}: missing column 'text' (have {reader.schema.names})")
+    text_type = reader.schema.field("text").type
+    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+        raise InputError(f"{path}: column 'text' has type {text_type}, expected string")
     subs, golds, gold_idx, n_opt, row = [], [], [], [], 0
     for b in range(reader.num_record_batches):
-        for text in reader.get_batch(b).column("text").to_pylist():
+        for text in read_batch(reader, b, path).column("text").to_pylist():
             try:
                 chat = json.loads(text)
                 q = next(m["content"] for m in chat if m["role"] == "user")
                 a = next(m["content"] for m in chat if m["role"] == "assistant")
-            except (TypeError, ValueError, KeyError, StopIteration) as e:
-                raise InputError(f"{path}: row {row}: `text` is not a user/assistant JSON chat ({e})") from e
+                if not isinstance(q, str) or not isinstance(a, str):
+                    raise TypeError("the contents must be strings")
+            except (TypeError, ValueError, KeyError, StopIteration, RecursionError) as e:
+                raise InputError(f"{path}: row {row}: `text` is not a user/assistant JSON chat ({reason(e)})") from e
             sub = route(q, "zh") or route(q, "en")
             if sub is None:
                 raise InputError(f"{path}: row {row}: the question routes to no sub-task: {q[:80]!r}")
@@ -94,39 +126,51 @@ def _from_arrow(path: Path) -> QuestionSet:
 def load_predictions(path: str | Path, qs: QuestionSet) -> tuple[list[str | None], list[list[float] | None]]:
     """Predictions aligned with qs.rows (None where a field is absent)."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise InputError(f"{path}: file not found")
     where = {int(r): i for i, r in enumerate(qs.rows)}
     preds: list = [None] * len(where)
     logps: list = [None] * len(where)
     seen = np.zeros(len(where), bool)
-    with path.open(encoding="utf-8") as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): U+2028 may sit in a string
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({reason(e)})") from e
+    for ln, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the parser's stack
+            raise InputError(f"{path}:{ln}: not JSON ({reason(e)})") from e
+        r = rec.get("row") if isinstance(rec, dict) else None
+        if not isinstance(r, int) or isinstance(r, bool):
+            raise InputError(f"{path}:{ln}: needs an integer 'row', got {line.strip()[:80]!r}")
+        if r not in where:
+            raise InputError(f"{path}:{ln}: row {r} is not a question of {qs.path.name}")
+        i = where[r]
+        if seen[i]:
+            raise InputError(f"{path}:{ln}: row {r} is predicted twice")
+        seen[i] = True
+        if "prediction" in rec:
+            if not isinstance(rec["prediction"], str):
+                raise InputError(f"{path}:{ln}: row {r}: 'prediction' must be a string")
+            preds[i] = rec["prediction"]
+        if "option_logprobs" in rec:
+            lp = rec["option_logprobs"]
+            if (not isinstance(lp, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                    for x in lp)
+                    or (qs.n_options[i] and len(lp) != qs.n_options[i]) or len(lp) < 2):
+                raise InputError(f"{path}:{ln}: row {r}: 'option_logprobs' must be "
+                                 f"{qs.n_options[i] or 'at least 2'} numbers")
             try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise InputError(f"{path}:{ln}: not JSON ({e})") from e
-            r = rec.get("row") if isinstance(rec, dict) else None
-            if not isinstance(r, int) or isinstance(r, bool):
-                raise InputError(f"{path}:{ln}: needs an integer 'row', got {line.strip()[:80]!r}")
-            if r not in where:
-                raise InputError(f"{path}:{ln}: row {r} is not a question of {qs.path.name}")
-            i = where[r]
-            if seen[i]:
-                raise InputError(f"{path}:{ln}: row {r} is predicted twice")
-            seen[i] = True
-            if "prediction" in rec:
-                if not isinstance(rec["prediction"], str):
-                    raise InputError(f"{path}:{ln}: row {r}: 'prediction' must be a string")
-                preds[i] = rec["prediction"]
-            if "option_logprobs" in rec:
-                lp = rec["option_logprobs"]
-                if (not isinstance(lp, list) or not all(isinstance(x, (int, float)) for x in lp)
-                        or (qs.n_options[i] and len(lp) != qs.n_options[i])):
-                    raise InputError(f"{path}:{ln}: row {r}: 'option_logprobs' must be {qs.n_options[i]} numbers")
-                logps[i] = [float(x) for x in lp]
+                vals = [float(x) for x in lp]
+            except OverflowError:  # an integer beyond float range
+                vals = [math.nan]
+            if any(math.isnan(x) or x == math.inf for x in vals):  # -inf: an impossible option, legal
+                raise InputError(f"{path}:{ln}: row {r}: 'option_logprobs' hold NaN, +inf or an overflow: "
+                                 f"{line.strip()[:80]!r}")
+            logps[i] = vals
     if not seen.all():
         missing = qs.rows[~seen]
         raise InputError(f"{path}: no prediction for {missing.size} question(s), e.g. rows {missing[:5].tolist()}")
@@ -159,6 +203,9 @@ def score_files(questions: str | Path, predictions: str | Path, method: str = "a
     if qs.rows.size == 0:
         raise InputError(f"{qs.path}: no questions")
     preds, logps = load_predictions(predictions, qs)
-    correct, method = correctness(qs, preds, logps, method)
+    try:
+        correct, method = correctness(qs, preds, logps, method)
+    except InputError as e:  # a field missing for the method asked: the predictions file is at fault
+        raise e if str(qs.path) in str(e) else InputError(f"{predictions}: {e}") from e
     return score.accuracy_table(correct, qs.subtasks, n_boot, seed), correct, method
 

@@ -19,8 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from uqa_ray.data.official import read_batch
 from uqa_ray.data.schema import MAPS_DIR, PRETRAIN_FILES, PRETRAIN_SCHEMA, SEQ_COLUMNS, USERS_FILES, check_schema
-from uqa_ray.io import InputError
+from uqa_ray.io import InputError, reason
 
 ATTRS = ("title", "cate", "brand", "shop")
 ITEM_COL = "uni_seq_item_id"
@@ -63,20 +64,35 @@ class Sequences:
         return self.items[self.offsets[row] : self.offsets[row + 1]]
 
 
-def _read_parquet(path: Path, columns: list[str]) -> pa.Table:
-    if not path.exists():
+def read_parquet(path: Path, columns: list[str], ints: tuple[str, ...] = (), texts: tuple[str, ...] = ()) -> pa.Table:
+    """The columns of a parquet file; those in `ints` must be integers without nulls, those in `texts`
+    strings (nulls allowed: an unknown name). Anything else is an InputError naming file and column."""
+    if not path.is_file():
         raise InputError(f"{path}: file not found")
-    have = pq.read_schema(path).names
-    for c in columns:
-        if c not in have:
-            raise InputError(f"{path}: missing column {c!r} (have {have})")
-    return pq.read_table(path, columns=columns)
+    try:
+        have = pq.read_schema(path).names
+        for c in columns:
+            if c not in have:
+                raise InputError(f"{path}: missing column {c!r} (have {have})")
+        t = pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowException) as e:  # truncated, not parquet, or a page that does not decode
+        raise InputError(f"{path}: unreadable parquet file ({reason(e)})") from e
+    for c in ints:
+        if not pa.types.is_integer(t[c].type):
+            raise InputError(f"{path}: column {c!r} has type {t[c].type}, expected int64")
+        if t[c].null_count:
+            raise InputError(f"{path}: column {c!r} has null values")
+    for c in texts:
+        if not (pa.types.is_string(t[c].type) or pa.types.is_large_string(t[c].type)):
+            raise InputError(f"{path}: column {c!r} has type {t[c].type}, expected string")
+    return t
 
 
 def _dense(ids: np.ndarray, what: str) -> np.ndarray:
-    """Row index by dense id: position i holds the row of id i, -1 where no row (ids unique, >= 1)."""
-    if len(ids) and (ids.min() < 1 or np.bincount(ids).max() > 1):
-        raise InputError(f"{what} must hold unique dense ids >= 1")
+    """Row index by dense id: position i holds the row of id i. Dense ids are exactly 1..n (as prepare
+    writes them), which also bounds the index: one huge id must not allocate an array of its size."""
+    if len(ids) and (ids.min() < 1 or ids.max() > len(ids) or np.bincount(ids).max() > 1):
+        raise InputError(f"{what} must hold the dense ids 1..{len(ids)}, each once")
     pos = np.full(int(ids.max(initial=0)) + 1, -1, np.int64)
     pos[ids] = np.arange(len(ids))
     return pos
@@ -96,7 +112,8 @@ def _name_keys(names: pa.Array, pos: np.ndarray) -> tuple[np.ndarray, list[str]]
 
 def load_catalog(data: Path) -> Catalog:
     items_path = data / MAPS_DIR / "items.parquet"
-    items = _read_parquet(items_path, ["item", "cate", "brand", "shop", "title"])
+    items = read_parquet(items_path, ["item", "cate", "brand", "shop", "title"], ints=("item", "cate", "brand", "shop"),
+                         texts=("title",))
     item = items["item"].to_numpy().astype(np.int64)
     pos = _dense(item, f"{items_path}: column 'item'")
     n = len(pos) - 1
@@ -105,7 +122,7 @@ def load_catalog(data: Path) -> Catalog:
     ids = {}
     for a in ("cate", "brand", "shop"):
         map_path = data / MAPS_DIR / f"{a}.parquet"
-        m = _read_parquet(map_path, ["id", "name"])
+        m = read_parquet(map_path, ["id", "name"], ints=("id",), texts=("name",))
         mpos = _dense(m["id"].to_numpy().astype(np.int64), f"{map_path}: column 'id'")
         item_ids = np.zeros(n + 1, np.int64)
         item_ids[item] = items[a].to_numpy().astype(np.int64)
@@ -132,7 +149,20 @@ def open_arrow(path: Path) -> ipc.RecordBatchFileReader:
     try:
         return ipc.open_file(pa.memory_map(str(path), "r"))
     except (OSError, pa.ArrowInvalid) as e:
-        raise InputError(f"{path}: not a readable Arrow IPC file ({e})") from e
+        raise InputError(f"{path}: not a readable Arrow IPC file ({reason(e)})") from e
+
+
+def _check_ids(batch: pa.RecordBatch, path: Path) -> None:
+    """No null sequence, bag or id, no negative id, in any of the ten columns: they are copied into the
+    align files as they are, and the encoders read 0 as padding and index embeddings by id."""
+    for c in SEQ_COLUMNS:
+        col = batch.column(c)
+        ids = col.flatten().flatten()
+        if col.null_count or col.flatten().null_count or ids.null_count:
+            raise InputError(f"{path}: column {c!r} has a null sequence, click bag or id")
+        low = pc.min(ids).as_py() if len(ids) else 0
+        if low < 0:
+            raise InputError(f"{path}: column {c!r} has a negative id ({low})")
 
 
 def _flat_ids(col: pa.ListArray, path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +183,8 @@ def load_sequences(data: Path, split: str, catalog: Catalog) -> Sequences:
     check_schema(reader.schema, PRETRAIN_SCHEMA, str(path))
     lens_parts, item_parts, batch_rows = [], [], [0]
     for b in range(reader.num_record_batches):
-        batch = reader.get_batch(b)
+        batch = read_batch(reader, b, path)
+        _check_ids(batch, path)
         lens, items = _flat_ids(batch.column(ITEM_COL), path, ITEM_COL)
         if len(lens) and lens.min() == 0:
             row = batch_rows[-1] + int(np.argmin(lens))
@@ -184,11 +215,12 @@ def load_sequences(data: Path, split: str, catalog: Catalog) -> Sequences:
     lens = np.concatenate(lens_parts)
     offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     users_path = data / USERS_FILES[split]
-    u = _read_parquet(users_path, ["row", "user"]).to_pandas()
-    if not np.array_equal(np.sort(u["row"].to_numpy()), np.arange(len(lens))):
+    u = read_parquet(users_path, ["row", "user"], ints=("row", "user"))
+    rows = u["row"].to_numpy()
+    if not np.array_equal(np.sort(rows), np.arange(len(lens))):
         raise InputError(f"{users_path}: column 'row' must list rows 0..{len(lens) - 1} of {path.name}")
     users = np.empty(len(lens), np.int64)
-    users[u["row"].to_numpy()] = u["user"].to_numpy(np.int64)
+    users[rows] = u["user"].to_numpy().astype(np.int64)
     return Sequences(split, path, offsets, np.concatenate(item_parts), users, np.asarray(batch_rows, np.int64))
 
 
