@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from analysis import paper
@@ -101,8 +100,10 @@ def fit_frame(use: pd.DataFrame, x: str, scorer: str, *, n_boot: int, seed: int)
 
 
 def run_fit(results: str | Path | None, x: str, *, paper_mode: bool = False, scorer: str = "official",
-            method: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """The fit document (ours and/or the paper's); nothing is written."""
+            method: str | None = None, n_boot: int = 1000, seed: int = 0,
+            trial_ids: list[str] | None = None) -> dict[str, Any]:
+    """The fit document (ours and/or the paper's); nothing is written. `trial_ids`: fit only those
+    records of `results` (see records.load_records)."""
     if results is None and not paper_mode:
         raise InputError("give --results and/or --paper")
     spec = X_SPECS[x]
@@ -113,11 +114,12 @@ def run_fit(results: str | Path | None, x: str, *, paper_mode: bool = False, sco
                    LOGLIN: f"acc = alpha + beta * log{spec.base:g}(x)"},
     }
     if results is not None:
-        df = load_records(results)
+        df = load_records(results, trial_ids)
         use, info = select(df, x, scorer, method)
         if info["n_used"] == 0:
             raise InputError(f"{results}: no ok record with an encoder to fit against {x}")
         doc["ours"] = {"source": str(results), **info,
+                       **({"trial_ids": sorted(trial_ids)} if trial_ids is not None else {}),
                        "series": fit_frame(use, x, scorer, n_boot=n_boot, seed=seed)}
     if paper_mode:
         pdf = paper.frame(spec.paper_table)

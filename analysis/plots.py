@@ -46,7 +46,8 @@ def _point_cis(results: str | Path | None, doc: dict[str, Any]) -> dict[str, Any
     if results is None or "ours" not in doc:
         return None
     spec = X_SPECS[doc["x"]]
-    use, _ = select(load_records(results), doc["x"], doc["scorer"], doc["ours"].get("method"))
+    use, _ = select(load_records(results, doc["ours"].get("trial_ids")), doc["x"], doc["scorer"],
+                    doc["ours"].get("method"))
     table = aggregate(use, [spec.column], doc["scorer"], keys=SERIES)
     table = table.sort_values(spec.column)
     table["x"] = table[spec.column].astype(float) / spec.unit

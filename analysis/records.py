@@ -12,13 +12,12 @@ import json
 import math
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
 from uqa_ray.io import InputError
 # The one definition of sub-tasks and groups (UQABench §5), shared with the scorer that wrote the records.
-from uqa_ray.questions.spec import GROUP_OF as SUBTASK_GROUP
 from uqa_ray.questions.spec import GROUPS, SUBTASKS
 
 STATUSES = ("ok", "diverged", "failed")
@@ -190,12 +189,20 @@ def parse_record(path: str | Path) -> dict[str, Any]:
     return row
 
 
-def load_records(folder: str | Path) -> pd.DataFrame:
-    """All `*.json` records of a folder (hidden/temporary files skipped) as one DataFrame."""
+def load_records(folder: str | Path, trial_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """All `*.json` records of a folder (hidden/temporary files skipped) as one DataFrame; with
+    `trial_ids`, only those (an experiment run on one config reports its own trials, not those that an
+    earlier config of the same experiment left in the folder)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"results folder {folder} does not exist")
     files = sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
+    if trial_ids is not None:
+        wanted = set(trial_ids)
+        missing = sorted(wanted - {p.stem for p in files})
+        if missing:
+            raise InputError(f"results folder {folder} has no record for trial(s) {missing[:5]}")
+        files = [p for p in files if p.stem in wanted]
     if not files:
         raise InputError(f"results folder {folder} holds no *.json result records")
     # trial_id must equal the file stem, so ids are unique within a folder.

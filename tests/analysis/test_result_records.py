@@ -27,6 +27,15 @@ def test_load_flattens_scores_and_metadata(tmp_path):
     assert excluded_summary(df.reset_index()) == [{"trial_id": "b", "status": "failed", "reason": "OOM on rank 3"}]
 
 
+
+def test_load_only_the_given_trials(tmp_path):
+    # ci then local of one experiment in one workdir: each run reports its own trials only.
+    folder = write_records(tmp_path, [make_record(t) for t in ("ci1", "ci2", "local1")])
+    assert sorted(load_records(folder, ["local1"])["trial_id"]) == ["local1"]
+    assert len(load_records(folder)) == 3
+    with pytest.raises(InputError, match="no record for trial.*gone"):
+        load_records(folder, ["local1", "gone"])
+
 def _write(tmp_path, rec, name=None):
     (tmp_path / f"{name or rec['trial_id']}.json").write_text(json.dumps(rec))
     return tmp_path

@@ -71,16 +71,20 @@ def question_set(cfg: LabConfig, data: Path, work: Path) -> Path:
 
     qcfg = build(QuestionConfig, {"seed": cfg.seed}, cfg.questions)
     out = work / "questions" / f"q-{content_hash(str(data.resolve()), qcfg)}"
-    if all((out / f).exists() for f in list(ALIGN_FILES.values()) + list(QUESTIONS_FILES.values())):
+    if all((out / f).exists() for f in list(ALIGN_FILES.values()) + list(QUESTIONS_FILES.values())
+           + [e.name for e in data.iterdir()]):
         _say(f"questions: reusing {out}")
         return out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    summary = generate(data, qcfg, out)
-    # The questions folder is a complete data folder for the trials: link the prepared files beside them.
+    # The questions folder is a complete data folder for the trials: link the prepared files beside
+    # them. Linked BEFORE the question files are written, since their presence is what marks the folder
+    # reusable: a run killed between the two used to leave question files without links, and its rerun
+    # reused that folder and failed every trial (no meta.json, no tokenizer).
     for entry in data.iterdir():
-        if not (out / entry.name).exists():
+        if not (out / entry.name).is_symlink() and not (out / entry.name).exists():
             (out / entry.name).symlink_to(entry.resolve())
+    summary = generate(data, qcfg, out)
     made = {s: sum(v["made"] for v in d["subtasks"].values()) for s, d in summary["splits"].items()}
     _say(f"questions: {made} in {time.perf_counter() - t0:.0f}s -> {out}")
     return out
@@ -103,20 +107,22 @@ def pretrained_encoders(cfg: LabConfig, data: Path, work: Path) -> list[dict[str
     return out
 
 
-def analyse(cfg: LabConfig, results: Path, reports: Path) -> dict[str, Any]:
-    """Fits, plots and tables from the result records only (analysis/ never sees the models)."""
+def analyse(cfg: LabConfig, results: Path, reports: Path, trial_ids: list[str]) -> dict[str, Any]:
+    """Fits, plots and tables from the result records only (analysis/ never sees the models): those of
+    this run's trials, so that another config of the same experiment in the same workdir (ci, then
+    local) does not leak into this one's report."""
     from analysis.records import load_records
     from analysis.report import build_report
     from analysis.tables import write_table
 
     if cfg.x == "none":
-        paths = write_table(load_records(results), cfg.table, reports, scorer=cfg.scorer, with_paper=True)
+        paths = write_table(load_records(results, trial_ids), cfg.table, reports, scorer=cfg.scorer, with_paper=True)
         _say(f"analysis: table {cfg.table} -> {', '.join(str(p) for p in paths)}")
         return {"paths": [str(p) for p in paths]}
     names = {variant_encoder(cfg, v) for v in cfg.variants}
     method = names.pop() if len(names) == 1 else None
     doc, paths = build_report(results, reports, x=cfg.x, scorer=cfg.scorer, table=cfg.table or None,
-                              paper=True, method=method)
+                              paper=True, method=method, trial_ids=trial_ids)
     _say(f"analysis: {len(paths)} files -> {reports}")
     return {"paths": [str(p) for p in paths], "fit": doc}
 
@@ -137,6 +143,7 @@ def check(cfg: LabConfig) -> None:
     from uqa_ray.pretrain.config import PretrainConfig
     from uqa_ray.questions.spec import QuestionConfig
     from uqa_ray.tune.grid import GridSpec
+    from uqa_ray.tune.records import check_experiment
 
     def at(where: str, fn, *args):
         try:
@@ -144,6 +151,7 @@ def check(cfg: LabConfig) -> None:
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{where}: {e}") from e
 
+    at("experiment", check_experiment, cfg.experiment)
     if not cfg.raw and not cfg.official:
         at("synth", preset, cfg.synth, cfg.synth_overrides)
     at("prepare", build, PrepareConfig, cfg.prepare)
@@ -153,6 +161,19 @@ def check(cfg: LabConfig) -> None:
     at("grid", build, GridSpec, cfg.grid, {"encoders": [{"dir": "."}] if cfg.variants else []})
 
 
+def sweep(work: Path, experiment: str) -> None:
+    """Remove what a killed run left half-written: SIGKILL skips the `finally` of every atomic write, so
+    its temporaries stay (hidden, never mistaken for outputs, but they would pile up in this
+    experiment's results and reports). Temporaries of live writers - a concurrent run - are kept."""
+    from uqa_ray.io import sweep_stale_tmp
+
+    gone = [p for d in (work / "raw", work / "data", work / "questions", work / "results" / experiment,
+                        work / "reports" / experiment) for p in sweep_stale_tmp(d)]
+    if gone:
+        _say(f"removed {len(gone)} temporaries of an interrupted run: {', '.join(str(p) for p in gone[:5])}"
+             + (" ..." if len(gone) > 5 else ""))
+
+
 def run(cfg: LabConfig) -> dict[str, Any]:
     from uqa_ray.lab.trials import align_and_evaluate
     from uqa_ray.raysetup import init_ray
@@ -160,6 +181,7 @@ def run(cfg: LabConfig) -> dict[str, Any]:
     check(cfg)
     t0 = time.perf_counter()
     work = Path(cfg.workdir).resolve()
+    sweep(work, cfg.experiment)
     init_ray()
     data = prepared_data(cfg, work)
     questions = question_set(cfg, data, work)
@@ -167,7 +189,8 @@ def run(cfg: LabConfig) -> dict[str, Any]:
     results = work / "results" / cfg.experiment
     records = align_and_evaluate(cfg, data, questions, encoders, results, work)
     reports = work / "reports" / cfg.experiment
-    summary = analyse(cfg, results, reports) if cfg.x != "none" or cfg.table else {}
+    ids = [r["trial_id"] for r in records]
+    summary = analyse(cfg, results, reports, ids) if cfg.x != "none" or cfg.table else {}
     wall = time.perf_counter() - t0
     line = {"experiment": cfg.experiment, "wall_s": round(wall, 1), "trials": len(records),
             "ok": sum(r.get("status") == "ok" for r in records), "results": str(results), "reports": str(reports)}

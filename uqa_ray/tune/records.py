@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,12 +25,26 @@ STATUSES = ("ok", "diverged", "failed")
 PREDICTIONS_DIR = "predictions"  # per-question correctness, for paired tests (beside the records)
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_experiment(name: str) -> str:
+    """An experiment name is one plain folder name. Trial ids are config hashes, which do not include
+    the experiment, so two experiments may run the same trial: only their own folders keep their
+    records apart. "" or "." would write into the results root, "a/../b" or "a/predictions" into
+    another experiment's folder, where the first record would silently stand for both."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"experiment name {name!r} must be a plain folder name ([A-Za-z0-9_.-], not starting "
+                         "with '.' or '-'), as records live in <results>/<experiment>/")
+    return name
+
+
 def trial_id(method: str, config_hash: str) -> str:
     return f"{method}-{config_hash}"
 
 
 def record_path(results_dir: str | Path, experiment: str, tid: str) -> Path:
-    return Path(results_dir) / experiment / f"{tid}.json"
+    return Path(results_dir) / check_experiment(experiment) / f"{tid}.json"
 
 
 def read_record(path: str | Path) -> dict[str, Any] | None:
@@ -126,7 +141,7 @@ def write_predictions(results_dir: str | Path, experiment: str, tid: str, per_qu
 
     from uqa_ray.io import atomic_path
 
-    path = Path(results_dir) / experiment / PREDICTIONS_DIR / f"{tid}.parquet"
+    path = Path(results_dir) / check_experiment(experiment) / PREDICTIONS_DIR / f"{tid}.parquet"
     table = pa.table({k: list(v) if not hasattr(v, "tolist") else v.tolist() for k, v in per_question.items()})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
