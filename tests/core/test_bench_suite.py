@@ -1,0 +1,174 @@
+"""bench/suite.py's parts that can fail without any benchmark being slow: reading figures from the
+committed result JSONs, the lab's stage times, the Markdown section, and a suite run whose benchmarks
+fail, hang or succeed (small stand-in scripts run as real subprocesses). Seconds, no heavy runs."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+suite = _load("bench_suite", ROOT / "bench" / "suite.py")
+F = sys.modules["suite_figures"]  # the very module suite.py imported
+
+
+def _numbers(figs):
+    return {f["key"]: f["value"] for f in figs}
+
+
+@pytest.mark.parametrize("name", sorted(F.RESULT_FILES))
+def test_collectors_read_the_committed_results(name):
+    path = RESULTS / F.RESULT_FILES[name]
+    if not path.is_file():
+        pytest.skip(f"{path} not committed")
+    figs = F.COLLECTORS[name](json.loads(path.read_text()))
+    assert figs and len({f["key"] for f in figs}) == len(figs)  # keys are unique: runs compare by them
+    for f in figs:
+        assert set(f) == {"key", "label", "value", "unit", "note"} and f["key"].startswith(name + ".")
+        assert isinstance(f["value"], (int, float)) and math.isfinite(f["value"]) and f["value"] >= 0, f
+
+
+def test_headline_figures_have_the_values_of_their_sources():
+    pre = json.loads((RESULTS / "prepare.json").read_text())
+    pt = json.loads((RESULTS / "pretrain.json").read_text())
+    ev = json.loads((RESULTS / "evaluate.json").read_text())
+    got = {**_numbers(F.prepare_figures(pre)), **_numbers(F.pretrain_figures(pt)), **_numbers(F.evaluate_figures(ev))}
+    assert got["prepare.speedup_ray_vs_pandas"] == pre["speedup_ray_vs_pandas"]
+    assert got["pretrain.ce_memory_ratio_overhead"] == pt["memory"]["overhead_ratio_naive_over_chunked"]
+    thr = pt["throughput"]["official_vocab_chunked_ce"]
+    assert got["pretrain.positions_per_s_official_vocab"] == thr["positions_per_s"]
+    for threads, block in ev["by_threads"].items():
+        assert got[f"evaluate.batched_qps.t{threads}"] == block["both"]["batched_qps"]
+        assert got[f"evaluate.batch1_qps.t{threads}"] == block["both"]["batch1_qps"]
+
+
+def test_a_renamed_key_is_reported_not_hidden(tmp_path):
+    pre = json.loads((RESULTS / "prepare.json").read_text())
+    del pre["ray"]["clicks_per_s"]
+    (tmp_path / "prepare.json").write_text(json.dumps(pre))
+    doc = F.from_results(tmp_path)
+    assert doc["benchmarks"]["prepare"]["status"] == "failed"
+    assert "clicks_per_s" in doc["benchmarks"]["prepare"]["error"]
+    assert doc["benchmarks"]["pretrain"]["status"] == "missing"
+    table = F.markdown(doc)
+    assert "| prepare | **failed** |" in table and "| embedded_default | **missing** |" in table
+
+
+def test_lab_stages_from_the_pipeline_lines():
+    events = [(5.0, "[lab] synth: small log written to /w/raw/x in 12s"),
+              (40.0, "[lab] prepare: 2250 train / 250 eval users in 30s -> /w/data/p"),
+              (52.0, "[lab] questions: {'train': 9000, 'eval': 1000} in 11s -> /w/q"),
+              (53.0, "[lab] pretrain 1/2: tiny max_len=64 input=full loss=ce"),
+              (60.0, "[pretrain] 2 CPUs: 2 workers get 0.50 CPU each (asked 0.5), ..."),
+              (90.0, "[pretrain] run-a: done in 35s, HR@10 0.1 (most-popular 0.05), export /x"),
+              (91.0, "[lab] pretrain 2/2: tiny max_len=64 input=full loss=ce"),
+              (130.0, "[pretrain] run-b: done in 38s, HR@10 0.1 (most-popular 0.05), export /y"),
+              (400.0, "[lab] analysis: 4 files -> /w/reports/scale_model_size"),
+              (400.5, '[lab] done: {"experiment": "scale_model_size", "wall_s": 395.0, "trials": 6, "ok": 6}')]
+    assert F.lab_stages(events) == {"synth": 12.0, "prepare": 30.0, "questions": 11.0, "pretrain": 77.0,
+                                    "trials_and_analysis": 270.0}
+    res = suite.lab_result(events, 410.0, "local", Path("/w"))
+    assert (res["lab_wall_s"], res["trials"], res["ok"]) == (395.0, 6, 6)
+    figs = _numbers(F.embedded_default_figures(res))
+    assert figs["embedded_default.wall_s"] == 410.0 and figs["embedded_default.stage_s.pretrain"] == 77.0
+    reused = [(1.0, "[lab] synth: reusing /w/raw/x"), (2.0, "[lab] prepare: reusing /w/data/p")]
+    assert F.lab_stages(reused) == {"synth": 0.0, "prepare": 0.0}
+
+
+def test_markdown_section_replaced_between_the_markers(tmp_path):
+    doc = F.from_results(RESULTS)
+    table = F.markdown(doc)
+    assert "| prepare | Ray vs pandas (pandas wall / Ray wall) |" in table
+    md = tmp_path / "B.md"
+    md.write_text(f"# title\n\nprose\n\n{F.SECTION_BEGIN}\nold numbers\n{F.SECTION_END}\n\nmore prose\n")
+    suite.update_md(md, table)
+    text = md.read_text()
+    assert "old numbers" not in text and table in text and text.endswith(f"{F.SECTION_END}\n\nmore prose\n")
+    suite.update_md(md, table)  # idempotent: regenerating twice gives the same file
+    assert md.read_text() == text
+    md.write_text("no markers\n")
+    with pytest.raises(ValueError, match="markers not found"):
+        suite.update_md(md, table)
+
+
+def _script(path: Path, body: str) -> str:
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+def test_failing_benchmark_keeps_the_others_figures(tmp_path, monkeypatch, capsys):
+    src = RESULTS / "evaluate.json"
+    ok = _script(tmp_path / "ok.py", f"""
+        import shutil, sys
+        print("measuring", flush=True)
+        shutil.copy({str(src)!r}, sys.argv[sys.argv.index("--out") + 1])
+        """)
+    bad = _script(tmp_path / "bad.py", """
+        import sys
+        print("about to fail", flush=True)
+        sys.exit(3)
+        """)
+    monkeypatch.setitem(suite.BENCHMARKS, "fake_ok", {"script": ok, "full": [], "quick": ["-q"], "out_flag": "--out",
+                                                      "minutes": (0, 0)})
+    monkeypatch.setitem(suite.BENCHMARKS, "fake_bad", {"script": bad, "full": [], "quick": [], "out_flag": "--out",
+                                                       "minutes": (0, 0)})
+    monkeypatch.setitem(F.COLLECTORS, "fake_ok", F.evaluate_figures)
+    out = tmp_path / "results" / "suite.json"
+    rc = suite.run_suite(["fake_bad", "fake_ok"], False, out, 60, tmp_path / "results", tmp_path / "work")
+    assert rc == 1
+    doc = json.loads(out.read_text())
+    bad_e, ok_e = doc["benchmarks"]["fake_bad"], doc["benchmarks"]["fake_ok"]
+    assert bad_e["status"] == "failed" and "exit code 3" in bad_e["error"] and "about to fail" in bad_e["error"]
+    assert ok_e["status"] == "ok" and ok_e["returncode"] == 0 and ok_e["figures"]
+    assert ok_e["command"].startswith("python ") and ok_e["argv"][0] == sys.executable
+    assert doc["failed"] == ["fake_bad"] and doc["machine"]["cpus"] and "loadavg_end" in doc["machine"]
+    run_dir = tmp_path / "results" / "runs" / doc["run"]
+    assert json.loads((run_dir / "suite.json").read_text())["benchmarks"].keys() == {"fake_bad", "fake_ok"}
+    assert (tmp_path / "work" / "suite" / doc["run"] / "fake_bad.log").read_text() == "about to fail\n"
+
+    # --only one of them: the latest file keeps the other, marked as carried over with its own run id
+    monkeypatch.setitem(suite.BENCHMARKS, "fake_bad", {**suite.BENCHMARKS["fake_ok"]})
+    monkeypatch.setitem(F.COLLECTORS, "fake_bad", F.evaluate_figures)
+    assert suite.run_suite(["fake_bad"], False, out, 60, tmp_path / "results", tmp_path / "work") == 0
+    latest = json.loads(out.read_text())
+    assert latest["benchmarks"]["fake_bad"]["status"] == "ok"
+    carried = latest["benchmarks"]["fake_ok"]
+    assert carried["carried_over"] and carried["run"] == doc["run"] and carried["machine"] == doc["machine"]
+    assert f"carried over from run {doc['run']}" in F.markdown(latest)
+    assert "replacing" in capsys.readouterr().out
+
+
+def test_hung_benchmark_is_killed_at_the_timeout(tmp_path, monkeypatch):
+    hang = _script(tmp_path / "hang.py", """
+        import time
+        print("started", flush=True)
+        time.sleep(600)
+        """)
+    monkeypatch.setitem(suite.BENCHMARKS, "fake_hang", {"script": hang, "full": [], "quick": [], "out_flag": "--out",
+                                                        "minutes": (0, 0)})
+    e = suite.run_one("fake_hang", False, tmp_path, tmp_path / "logs", 2.0, "r")
+    assert e["status"] == "failed" and "timeout" in e["error"] and e["wall_s"] < 60
+
+
+def test_dry_run_lists_every_benchmark(capsys):
+    assert suite.main(["--dry-run", "--quick"]) == 0
+    out = capsys.readouterr().out
+    for name in suite.BENCHMARKS:
+        assert name in out
+    assert "--config ci" in out and "--preset small" in out
