@@ -24,11 +24,35 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
 
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
-        kwargs = dict(include_dashboard=False, log_to_driver=True)
         if address:
-            ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
+            ray.init(address=address, log_to_driver=True)
         else:
-            # address="local": always a fresh local instance, never a head that happens to be running on
-            # this machine (ray.init() with no address would join it, and refuse num_cpus).
-            ray.init(address="local", num_cpus=num_cpus, **kwargs)
+            _init_local(num_cpus)
     configure_data_context()
+
+
+def _init_local(num_cpus: int | None) -> None:
+    """A fresh local instance (address="local"), never a head that happens to run on this machine
+    (ray.init() with no address would join it, and refuse num_cpus).
+
+    Ray Train V2 starts a PlacementGroupCleaner actor that polls the State API about the controller. The
+    State API needs the dashboard, and an actor finds the cluster through RAY_ADDRESS or else
+    /tmp/ray/ray_current_cluster, which a local instance does not update (it names the last `ray start`
+    head, often dead). Without both, the actor's thread dies with a "Timed out while waiting for GCS"
+    traceback in the middle of every training run. So: the dashboard on, and the GCS port chosen here
+    so that every worker of this job gets RAY_ADDRESS = this instance.
+    """
+    import socket
+
+    import ray
+    from ray._private.services import get_node_ip_address
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # read by Ray's node start-up
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=True,
+                 runtime_env={"env_vars": {"RAY_ADDRESS": f"{get_node_ip_address()}:{port}"}})
+    finally:
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)  # a later subprocess's own Ray must not reuse it
