@@ -115,3 +115,19 @@ def test_cli_builds_the_grid_from_overrides_and_reports_bad_input(tmp_path, caps
     assert "questions_train.parquet" in capsys.readouterr().err
     assert main(["tune", "--experiment", "x", "--data", str(tmp_path), "--set", "adapters=[mlp]", "methods=[text20]"]) == 2
     assert "adapter" in capsys.readouterr().err
+
+
+def test_an_untaught_tiny_lm_is_called_out(tmp_path, capsys):
+    import json
+
+    from uqa_ray.align.llm import TINY_INFO_FILE
+    from uqa_ray.tune.grid import warn_if_untaught
+
+    def taught(acc):
+        (tmp_path / TINY_INFO_FILE).write_text(json.dumps({"taught": {
+            "steps": 250, "chance": 25.0, "holdout_likelihood_accuracy": acc}}))
+        warn_if_untaught(tmp_path)
+        return capsys.readouterr().out
+
+    assert "WARNING" in taught({"no_history": 26.0, "text3": 27.0, "text10": 28.0})
+    assert taught({"no_history": 42.0, "text3": 51.0, "text10": 58.0}) == ""  # measured after 1,500 steps

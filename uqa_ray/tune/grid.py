@@ -26,6 +26,7 @@ interruption is kept.
 from __future__ import annotations
 
 import dataclasses
+import json
 import itertools
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from ray.tune import Stopper
 from uqa_ray.align.config import PRESETS as ALIGN_PRESETS
 from uqa_ray.align.config import align_config
 from uqa_ray.align.instruct import InstructConfig
+from uqa_ray.align.llm import TINY_INFO_FILE
 from uqa_ray.config import content_hash, to_dict
 from uqa_ray.data.schema import TRUTH_FILE
 from uqa_ray.tune.records import read_record, record_path, trial_id
@@ -131,7 +133,22 @@ def resolve_llm(spec: GridSpec, data_dir: str | Path, storage: str | Path) -> st
         return str(Path(spec.llm).resolve()) if Path(spec.llm).exists() else spec.llm
     from uqa_ray.align.instruct import instruct_tiny_llm
 
-    return str(instruct_tiny_llm(data_dir, Path(storage) / "llm", spec.instruct))
+    folder = instruct_tiny_llm(data_dir, Path(storage) / "llm", spec.instruct)
+    warn_if_untaught(folder)
+    return str(folder)
+
+
+def warn_if_untaught(folder: Path, margin: float = 10.0) -> None:
+    """Say so when the tiny LM was taught too little to read a history: every trial's accuracy would then
+    sit at chance whatever the encoder, and the numbers would measure the pipeline, not personalization."""
+    taught = json.loads((folder / TINY_INFO_FILE).read_text()).get("taught", {})
+    acc, chance = taught.get("holdout_likelihood_accuracy", {}), taught.get("chance", 25.0)
+    reading = [v for k, v in acc.items() if k != "no_history"]
+    if reading and max(reading) < chance + margin:
+        print(f"[tune] WARNING: the tiny LM ({folder.name}, {taught.get('steps')} instruct steps) reads a text "
+              f"history at {max(reading):.0f}% on held-out questions, chance {chance:.0f}%: the accuracies "
+              f"below will sit near chance for every method. Teaching it to read takes ~1,500 steps "
+              f"(grid.instruct.steps=1500, ~20 min on 2 CPUs, once per workdir).", flush=True)
 
 
 def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir: str | Path = "results",
