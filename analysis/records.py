@@ -18,6 +18,7 @@ import pandas as pd
 
 from uqa_ray.io import InputError
 # The one definition of sub-tasks and groups (UQABench §5), shared with the scorer that wrote the records.
+from uqa_ray.questions.spec import GROUP_OF as SUBTASK_GROUP  # noqa: F401 - re-exported
 from uqa_ray.questions.spec import GROUPS, SUBTASKS
 
 STATUSES = ("ok", "diverged", "failed")
