@@ -68,7 +68,7 @@ _T7 = [
 ]
 
 TITLES = {
-    2: "Overall comparison (Qwen2.5-3B-Instruct)",
+    2: "Overall comparison",  # the paper section of each table names its LLM; ours can be any
     3: "Pretraining ablation (Trm++)",
     4: "Alignment ablation (Trm++)",
     5: "Scaling the encoder size (Trm++)",

@@ -26,22 +26,26 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash, agent, agent_grpc, metrics, rt_env, client = (_free_port() for _ in range(7))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # Ray 2.5x enables token authentication on new heads; the CLI on this loopback-only test head
     # would then need the generated token, so both sides run without it.
     env["RAY_AUTH_MODE"] = "disabled"
     # --block keeps `ray start` in the foreground; terminating it stops THIS head only (`ray stop` would
     # kill every Ray instance on the machine, the test session's own included).
+    # Every port of this head is a free one: the agent's defaults (52365 ...) are taken by the test
+    # session's own Ray, and a head whose job agent cannot bind answers every submission with
+    # "No available agent to submit job" (what CI saw).
     head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
                              "--include-dashboard=true", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
-                             "--disable-usage-stats"], env=env,
+                             f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                             f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={rt_env}",
+                             f"--ray-client-server-port={client}", "--disable-usage-stats"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dash}"
     try:
         # `ray job list` answers as soon as the dashboard is up, but a submission also needs the node's
-        # job agent, which registers later ("No available agent to submit job" - seen in CI). So the
-        # probe is a real, trivial job: ready once one runs to the end.
+        # job agent, which registers later. So the probe is a real, trivial job: ready once one has run.
         probe = [ray, "job", "submit", "--address", address, "--", "python", "-c", "pass"]
         deadline, last = time.monotonic() + 180, None
         while time.monotonic() < deadline:
