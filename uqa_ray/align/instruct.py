@@ -53,8 +53,8 @@ class InstructConfig:
     # from context - the circuit that answering from a history needs, which the few answer tokens
     # alone teach slowly. 0 = answer loss only.
     # Measured on `small` (100 held-out train questions, option likelihood, chance 25%): these defaults
-    # reach 42% with no history, 51/56/58% from Text-3/5/10 after 1,500 steps (~18 min on 2 quiet
-    # cores); 800 steps gave 42/40/45 (reading the history is learnt late), lr 3e-3 with prompt_loss
+    # reach 42% with no history, 51/56/58% from Text-3/5/10 after 1,500 steps (~18 min extrapolated from
+    # 0.73 s/step on 2 quiet cores); 800 steps gave 42/40/45 (reading the history is learnt late), lr 3e-3 with prompt_loss
     # 0.5 for 600 steps 35/39/38/40, and histories of 10-50 clicks at batch 8 stayed at chance.
     prompt_loss: float = 1.0
     steps: int = 1500
