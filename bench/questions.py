@@ -2,6 +2,13 @@
 
     python bench/questions.py                      # synthetic paper-like folder (built with numpy)
     python bench/questions.py --data DIR           # an existing prepared folder (uqa-ray prepare)
+    python bench/questions.py --data bench/work/prepared-paper-0   # the paper-sized log, prepared
+                                                                   # by bench/prepare.py
+
+With --data the folder is only read: outputs go to --work/questions_out (its links to the data folder's
+tokenizer, maps and eval files are remade on every run, so switching folders never mixes them). The
+result records the generator's misrouting count per split and sub-task (questions dropped because the
+official routing put them in another sub-task; expected 0) and, for --data, the folder's meta.json counts.
 
 The synthetic folder has the paper's catalog sizes (994,447 items, 9,330 categories, 149,750 brands,
 268,446 shops = sellers, UQABENCH.md section 2), ~180k users with lognormal lengths rescaled to a mean of
@@ -140,11 +147,15 @@ def main() -> None:
             stats = build(tmp, args.users, args.mean_len, args.seed)
             (tmp / "build.json").write_text(json.dumps(stats))
         return
+    if args.data is not None and not Path(args.data).is_dir():
+        p.error(f"--data {args.data}: no such folder (a prepared folder: uqa-ray prepare / bench/prepare.py)")
     if args.data is None and not (synth / "build.json").exists():
         subprocess.run([sys.executable, __file__, "--build-only", "--work", args.work, "--users", str(args.users),
                         "--mean-len", str(args.mean_len), "--seed", str(args.seed)], check=True)
-    data = Path(args.data) if args.data else synth
+    data = Path(args.data).resolve() if args.data else synth
     build_stats = json.loads((synth / "build.json").read_text()) if args.data is None else None
+    meta = json.loads((data / "meta.json").read_text()) if (data / "meta.json").is_file() else {}
+    prepared_stats = {"counts": meta.get("counts"), "filters": meta.get("filters")} if args.data else None
 
     from uqa_ray.questions.generate import generate
     from uqa_ray.questions.render import count_tokens, load_tokenizer, text_k_prompts
@@ -163,6 +174,11 @@ def main() -> None:
     status = Path("/proc/self/status").read_text() if Path("/proc/self/status").exists() else ""
     anon = [int(line.split()[1]) / 2**20 for line in status.splitlines() if line.startswith("RssAnon:")]
     n_q = sum(s["questions"] for s in summary["splits"].values())
+    misrouted = {split: {"total": sum(v["misrouted"] for v in s_["subtasks"].values()),
+                         "per_subtask": {k: v["misrouted"] for k, v in s_["subtasks"].items()}}
+                 for split, s_ in summary["splits"].items()}
+    if any(m["total"] for m in misrouted.values()):
+        print(f"warning: questions dropped for misrouting: {misrouted}", file=sys.stderr)
 
     # scoring the eval set (random letters, 1000 bootstrap draws) and Text-k prompts, for scale
     import pandas as pd
@@ -175,6 +191,8 @@ def main() -> None:
     s, _, _ = score_files(out / "questions_eval.parquet", preds)
     score_s = time.perf_counter() - t1
     for f in ("tokenizer", "maps", "pretrain_data_eval.arrow", "users_eval.parquet"):
+        if (out / f).is_symlink():  # a link left by a run on another folder
+            (out / f).unlink()
         if not (out / f).exists():
             (out / f).symlink_to((data / f).resolve())
     tok = load_tokenizer(out)
@@ -185,12 +203,15 @@ def main() -> None:
         n_tok = count_tokens(tok, prompts)
         text[f"text{k}"] = {"render_and_count_s": time.perf_counter() - t2, "mean_prompt_tokens_bench_bpe": float(n_tok.mean())}
     result = {
-        "data": "synthetic (numpy, bench/questions.py)" if args.data is None else str(data),
+        "data": "synthetic (numpy, bench/questions.py)" if args.data is None else args.data,
+        "data_path": str(data),
         "synthetic": build_stats,
+        "prepared": prepared_stats,
         "config": "QuestionConfig() defaults",
         "questions": {split: v["questions"] for split, v in summary["splits"].items()},
         "per_subtask": {split: {k: v["made"] for k, v in s_["subtasks"].items()} for split, s_ in summary["splits"].items()},
         "attempts": {split: sum(v["tried"] for v in s_["subtasks"].values()) for split, s_ in summary["splits"].items()},
+        "misrouted": misrouted,
         "wall_s": wall, "questions_per_s": n_q / wall,
         "eval_questions_per_s": summary["splits"]["eval"]["questions"] / (summary["splits"]["eval"]["generate_s"] + summary["splits"]["eval"]["write_s"]),
         "phases_s": {"load": summary["load_s"], **{f"{sp}_{k}": v[k] for sp, v in summary["splits"].items() for k in ("generate_s", "write_s")}},

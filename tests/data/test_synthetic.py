@@ -150,3 +150,71 @@ def test_english_names(tmp_path):
     generate(preset("tiny", {"n_users": 20, "lang": "en"}), tmp_path / "en", seed=0)
     items = pq.read_table(tmp_path / "en" / "items.parquet").to_pandas()
     assert items.title.str.isascii().all() and items.cate_name.nunique() == preset("tiny").n_cates
+
+
+def test_chinese_names_by_default(tiny):
+    _, _, items, _ = tiny  # the fixture uses the preset as is: no `lang` override
+    assert SynthConfig().lang == preset("tiny").lang == "zh"
+    for col in ["title", "cate_name", "brand_name", "shop_name", "seller_name"]:
+        assert items[col].str.contains(r"[\u4e00-\u9fff]").all(), col  # CJK ideographs in every name
+
+
+def _by_time(out):
+    """Raw clicks with their category, each user's clicks in time order."""
+    clicks = pq.read_table(out / "clicks").to_pandas()
+    items = pq.read_table(out / "items.parquet").to_pandas()
+    return clicks.merge(items[["item_id", "cate_id"]], on="item_id").sort_values(["user_id", "ts"])
+
+
+def _outside_share(df, truth):
+    """Share of clicks on a category that is neither in the user's planted top 3 nor in its trajectory."""
+    planted = {u: {*top3, *traj}
+               for u, top3, traj in zip(truth.user_id, truth.lt_top3_cate, truth.trajectory_cate)}
+    return np.mean([c not in planted[u] for u, c in zip(df.user_id, df.cate_id)])
+
+
+def test_noise_clicks_fall_outside_the_interest_mix(tiny, tmp_path):
+    out, _, _, truth = tiny
+    on = _outside_share(_by_time(out), truth)
+    quiet = tmp_path / "quiet"
+    generate(preset("tiny", {"noise": 0.0}), quiet, seed=7)
+    off = _outside_share(_by_time(quiet), pq.read_table(quiet / "truth.parquet").to_pandas())
+    # Without noise only long-term categories that made neither the top 3 nor a phase are left
+    # (~2%); noise = 0.08 adds clicks on popular items of any category (measured 8.5% vs 2.0%).
+    assert on >= 0.05 and off <= on / 2, (on, off)
+
+
+def _session_stats(df):
+    """(median gap within / between sessions, clicks per session, P(same category as the previous
+    click) within a session, the same across a session boundary). A gap of >= 600 s starts a session:
+    the generator's between-session gaps are 600 s + Exp(session_gap_s)."""
+    g = df.groupby("user_id")
+    gap, same = g.ts.diff(), df.cate_id.eq(g.cate_id.shift())
+    within, across = gap < 600, gap >= 600  # NaN (a user's first click) is neither
+    n_sessions = across.sum() + df.user_id.nunique()
+    return (gap[within].median(), gap[across].median(), len(df) / n_sessions,
+            same[within].mean(), same[across].mean())
+
+
+def test_short_term_sessions(tiny, tmp_path):
+    out, _, _, _ = tiny
+    cfg = preset("tiny")
+    gap_in, gap_out, per_session, same_in, same_out = _session_stats(_by_time(out))
+    assert gap_out > 100 * gap_in  # bursts of clicks (~30 s apart) separated by hours
+    assert 0.7 * cfg.session_mean <= per_session <= cfg.session_mean  # shorter: sessions cut at a user's end
+    # Within a session a click sticks to the previous click's category: more same-category pairs than
+    # across a session boundary (measured 0.56 vs 0.44), and the gap closes with stick = 0 (0.46 vs 0.45).
+    assert same_in - same_out >= 0.08, (same_in, same_out)
+    generate(preset("tiny", {"stick": 0.0}), tmp_path / "loose", seed=7)
+    *_, loose_in, loose_out = _session_stats(_by_time(tmp_path / "loose"))
+    assert abs(loose_in - loose_out) < 0.04, (loose_in, loose_out)
+
+
+def test_heavy_tailed_lengths_on_small(tiny, tmp_path):
+    # `small` (sigma 0.55; generates in ~1 s) has the tail; `tiny` (sigma 0.15) is near-normal on purpose.
+    generate(preset("small"), tmp_path / "small", seed=0)
+    lens = pq.read_table(tmp_path / "small" / "clicks", columns=["user_id"]).to_pandas().groupby("user_id").size()
+    # measured: max 282, median 45, skew 2.0
+    assert lens.max() >= 3 * lens.median() and lens.skew() > 1, (lens.max(), lens.median(), lens.skew())
+    tiny_lens = tiny[1].groupby("user_id").size()
+    assert tiny_lens.max() < 3 * tiny_lens.median()  # the statistic does tell the two apart
