@@ -27,7 +27,7 @@ SCORE_KEYS = ("overall",) + GROUPS + SUBTASKS
 FIELDS = ("acc", "n", "correct", "lo", "hi")
 INPUT_MODES = ("full", "no_text", "no_side")
 LOSSES = ("ce", "sampled", "infonce")
-ADAPTERS = ("mean_pool", "qformer")
+ADAPTERS = ("mean_pool", "qformer", "mlp")  # uqa_ray/align/adapters registry names
 STRATEGIES = ("adapter", "full", "lora")
 META_COLUMNS = (
     "file", "experiment", "trial_id", "status", "reason", "method", "encoder", "preset", "params_dense",

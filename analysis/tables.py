@@ -40,13 +40,13 @@ ORDER = {
                "no_embedding", "random_embedding", "oracle"),
     "loss": ("ce", "sampled", "infonce"),
     "input_mode": ("full", "no_text", "no_side"),
-    "adapter": ("mean_pool", "qformer"),
+    "adapter": ("mean_pool", "qformer", "mlp"),
     "strategy": ("full", "adapter", "lora"),
 }
 LABELS = {
     "loss": {"ce": "SL (CE)", "sampled": "SL (sampled CE)", "infonce": "CL (InfoNCE)"},
     "input_mode": {"full": "Full Info", "no_text": "w/o Text", "no_side": "w/o Side"},
-    "adapter": {"mean_pool": "Mean Pooling", "qformer": "Q-Former"},
+    "adapter": {"mean_pool": "Mean Pooling", "qformer": "Q-Former", "mlp": "MLP (last states, ours)"},
     "strategy": {"full": "Full FT", "adapter": "Adapter", "lora": "LoRA"},
     "method": paper.DISPLAY,
 }

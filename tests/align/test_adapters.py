@@ -41,7 +41,9 @@ def test_chunks_keep_time_order_and_are_never_empty():
 
 
 @pytest.mark.parametrize("name,over,n", [("mean_pool", {"n_tokens": 3}, 3),
-                                         ("qformer", {"n_queries": 5, "d_model": 16, "heads": 2}, 5)])
+                                         ("qformer", {"n_queries": 5, "d_model": 16, "heads": 2}, 5),
+                                         ("mlp", {"n_tokens": 4, "hidden": 8}, 4),
+                                         ("mlp", {"n_tokens": 3, "hidden": 8, "pool": "chunks"}, 3)])
 def test_padding_invariance_and_shapes(name, over, n):
     ad = build_adapter(adapter_config(name, {"enc_dim": 12, "llm_dim": 7, **over}), seed=0).eval()
     states, mask = _states([6, 2])
@@ -80,6 +82,19 @@ def test_save_load_exact(name, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)  # seeded init is reproducible
 
 
+def test_mlp_reads_the_last_states_oldest_first():
+    states, mask = _states([6, 2], t=7)
+    ad = build_adapter(adapter_config("mlp", {"enc_dim": 12, "llm_dim": 7, "n_tokens": 3, "hidden": 8}), seed=0)
+    out = ad(states, mask)
+    # Row 0 (6 clicks): the states of clicks 3, 4, 5. Row 1 (2 clicks): the oldest repeats: 0, 0, 1.
+    torch.testing.assert_close(out[0], ad.proj(states[0, 3:6]))
+    torch.testing.assert_close(out[1], ad.proj(states[1, [0, 0, 1]]))
+    # Only the picked states matter: changing an older click's state leaves the tokens unchanged.
+    older = states.clone()
+    older[0, :3] += 5.0
+    torch.testing.assert_close(ad(older, mask), out)
+
+
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown adapter"):
         adapter_config("perceiver")
@@ -87,6 +102,8 @@ def test_config_errors(tmp_path):
         adapter_config("qformer", {"d_model": 10, "heads": 4})
     with pytest.raises(ConfigError, match="n_tokens"):
         adapter_config("mean_pool", {"n_tokens": 0})
+    with pytest.raises(ConfigError, match="pool"):
+        adapter_config("mlp", {"pool": "max"})
     from uqa_ray.io import InputError
 
     with pytest.raises(InputError, match="not a saved adapter"):

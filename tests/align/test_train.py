@@ -55,6 +55,22 @@ def test_instruct_records_what_it_taught_and_is_cached(pipe):
     assert any(not torch.equal(base[k], taught_w[k]) for k in base)  # it did train
 
 
+def test_stretch_phase_continues_from_the_cached_first_phase(pipe):
+    first = pipe["llm"]  # taught by instruct_config() with stretch.steps 0
+    cfg = instruct_config(stretch={"steps": 2, "history_k": [10], "warmup": 1})
+    said = []
+    folder = instruct_tiny_llm(pipe["data"], pipe["root"] / "llm", cfg, log=said.append)
+    assert folder != first and any("first phase reused" in m for m in said)  # phase 1 not taught again
+    info = json.loads((folder / TINY_INFO_FILE).read_text())["taught"]
+    assert info["stretch"]["from"] == first.name and info["stretch"]["steps"] == 2
+    assert set(info["stretch"]["holdout_likelihood_accuracy"]) == {"no_history", "text5", "text10"}
+    assert info["holdout_likelihood_accuracy"] == json.loads((first / TINY_INFO_FILE).read_text())["taught"][
+        "holdout_likelihood_accuracy"]  # the first phase's record is kept as it was
+    w0, w1 = load_file(str(first / "model.safetensors")), load_file(str(folder / "model.safetensors"))
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)  # the stretch phase trained
+    assert instruct_tiny_llm(pipe["data"], pipe["root"] / "llm", cfg, log=said.append) == folder  # cached
+
+
 def test_lm_loss_on_kept_columns_equals_full_logits(pipe):
     from uqa_ray.align.llm import load_llm
 

@@ -23,7 +23,8 @@ PER_SUBTASK = {"train": 16, "eval": 8}
 def instruct_config(**over):
     from uqa_ray.align.instruct import InstructConfig
 
-    base = {"tiny": TINY_LM, "steps": 4, "batch_size": 2, "history_k": [0, 5], "holdout": 4, "eval_batch_size": 8}
+    base = {"tiny": TINY_LM, "steps": 4, "batch_size": 2, "history_k": [0, 5], "holdout": 4, "eval_batch_size": 8,
+            "stretch": {"steps": 0}}
     return build(InstructConfig, base, over)
 
 

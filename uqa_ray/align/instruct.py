@@ -40,6 +40,28 @@ from uqa_ray.io import InputError, atomic_path
 
 
 @dataclasses.dataclass(frozen=True)
+class StretchConfig:
+    """A second teaching phase on LONGER Text-k histories, continuing from the first phase's model.
+
+    Why: taught on histories of up to 10 clicks, the LM reads 20 clicks less well and 50 not at all
+    (held-out TRAIN questions on `small`, 120 each: Text-10 60%, Text-20 48%, Text-50 44%, no history 45%):
+    a 50-click history is ~2,750 tokens, positions it never saw. Taught from scratch on 10-50 clicks it
+    stayed at chance (see `prompt_loss`), so the long histories come second, once reading is learnt.
+    Measured: these defaults, 300 steps from the first phase's model, gave Text-10 61%, Text-20 60%,
+    Text-50 58%, no history 49% (~40 min on 2 busy cores; a long batch is ~8x a short one)."""
+    history_k: tuple[int, ...] = (0, 5, 10, 20, 50)
+    steps: int = 300  # 0 = no second phase
+    lr: float = 1e-3
+    warmup: int = 20
+
+    def __post_init__(self) -> None:
+        if not self.history_k or min(self.history_k) < 0:
+            raise ValueError(f"history_k must be non-empty and >= 0, got {self.history_k}")
+        if self.steps < 0 or self.lr <= 0 or self.warmup < 0:
+            raise ValueError("need steps >= 0, lr > 0 and warmup >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class InstructConfig:
     tiny: TinyLMConfig = TinyLMConfig()
     # Text-k history lengths, one drawn per batch. Short histories keep a step cheap on a CPU (a click
@@ -67,6 +89,7 @@ class InstructConfig:
     eval_batch_size: int = 16
     threads: int = 0  # torch intra-op threads; 0 = leave as is
     seed: int = 0
+    stretch: StretchConfig = StretchConfig()  # the second phase (long histories), cached on its own
 
     def __post_init__(self) -> None:
         if not self.history_k or min(self.history_k) < 0:
@@ -88,8 +111,18 @@ def _file_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def instruct_dir(data_dir: str | Path, out_dir: str | Path, cfg: InstructConfig = InstructConfig()) -> Path:
-    """Where `instruct_tiny_llm` puts (or finds) the taught model for this data and config."""
+def _phase1_key(cfg: InstructConfig) -> dict:
+    """The first phase's cache key: the config without `stretch` (so a first phase taught before the
+    stretch phase existed is still found) and without `threads` (speed, not what is learnt)."""
+    d = to_dict(dataclasses.replace(cfg, threads=0))
+    d.pop("stretch")
+    return d
+
+
+def instruct_dir(data_dir: str | Path, out_dir: str | Path, cfg: InstructConfig = InstructConfig(),
+                 phase: int = 2) -> Path:
+    """Where `instruct_tiny_llm` puts (or finds) the taught model for this data and config: the first
+    phase's folder, or with a stretch phase (and phase=2) the folder of the model it continues into."""
     from uqa_ray.align.llm import tiny_llm_dir
 
     data_dir = Path(data_dir)
@@ -97,15 +130,18 @@ def instruct_dir(data_dir: str | Path, out_dir: str | Path, cfg: InstructConfig 
     if not qfile.is_file():
         raise InputError(f"{qfile}: not found (run `uqa-ray questions` first)")
     base = tiny_llm_dir(data_dir / TOKENIZER_DIR, out_dir, cfg.tiny)
-    key = dataclasses.replace(cfg, threads=0)  # threads change the speed, not what is learnt
-    return Path(out_dir) / f"instruct-{content_hash(key, base.name, _file_fingerprint(qfile))}"
+    first = Path(out_dir) / f"instruct-{content_hash(_phase1_key(cfg), base.name, _file_fingerprint(qfile))}"
+    if phase == 1 or not cfg.stretch.steps:
+        return first
+    return Path(out_dir) / f"instruct-{content_hash(first.name, cfg.stretch)}"
 
 
-def _lr_at(step: int, cfg: InstructConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to lr / 10."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
 def _text_k(data_dir: Path, k: int, fmt: str) -> list[str]:
@@ -155,17 +191,50 @@ def _loss(llm, chats, pad_id: int, prompt_weight: float) -> torch.Tensor:
     return loss
 
 
+def _teach(llm, tok, split: QuestionSplit, train_rows: np.ndarray, prompts: dict, history_k, steps: int,
+           lr: float, warmup: int, cfg: InstructConfig, rng: np.random.Generator, log, tag: str) -> list[float]:
+    """Full fine-tuning for `steps` batches, each of one history length drawn from `history_k`."""
+    t0 = time.perf_counter()
+    llm.train()
+    opt = torch.optim.AdamW(llm.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
+    losses: list[float] = []
+    for step in range(steps):
+        k = history_k[int(rng.integers(len(history_k)))]
+        batch = train_rows[rng.integers(len(train_rows), size=cfg.batch_size)]
+        chats = [encode_chat(tok, _chat(split, int(r), prompts[k], cfg, True), "prefix", cfg.label_mode)
+                 for r in batch]
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, steps, lr, warmup)
+        loss = _loss(llm, chats, tok.pad_token_id, cfg.prompt_loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(llm.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(loss.item())
+        if (step + 1) % 100 == 0:
+            log(f"[instruct] {tag} step {step + 1}/{steps} loss {np.mean(losses[-100:]):.4f} "
+                f"({time.perf_counter() - t0:.0f}s)")
+    llm.eval()
+    return losses
+
+
 def instruct_tiny_llm(data_dir: str | Path, out_dir: str | Path, cfg: InstructConfig = InstructConfig(),
                       log=print) -> Path:
-    """Build (once) the tiny default for the data's tokenizer, teach it the task, return its folder."""
+    """Build (once) the tiny default for the data's tokenizer, teach it the task, return its folder.
+
+    Two phases, each cached by content hash: Text-k histories of `history_k` clicks from the base model,
+    then (`stretch.steps` > 0) longer ones from the first phase's model. Both see the same TRAIN rows and
+    are measured on the same held-out ones."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     folder = instruct_dir(data_dir, out_dir, cfg)
     if (folder / TINY_INFO_FILE).is_file():
         return folder  # taught before with the same config, base model and questions: reuse
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    first = instruct_dir(data_dir, out_dir, cfg, phase=1)
+    stretch = cfg.stretch if first != folder else None
     base = build_tiny_llm(data_dir / TOKENIZER_DIR, out_dir, cfg.tiny)
-    llm, tok = load_llm(base, dtype=torch.float32)
     split = QuestionSplit(data_dir, "train")
     rng = np.random.default_rng([cfg.seed, 17])
     rows = rng.permutation(len(split))
@@ -174,52 +243,67 @@ def instruct_tiny_llm(data_dir: str | Path, out_dir: str | Path, cfg: InstructCo
     held, train_rows = rows[: cfg.holdout], rows[cfg.holdout:]
     if len(train_rows) < cfg.batch_size:
         raise InputError(f"{data_dir}: {len(train_rows)} train questions cannot fill a batch of {cfg.batch_size}")
+    lengths = sorted(set(cfg.history_k) | set(stretch.history_k if stretch else ()))
     t0 = time.perf_counter()
-    prompts = {k: _text_k(data_dir, k, cfg.answer_format) for k in sorted(set(cfg.history_k))}
+    prompts = {k: _text_k(data_dir, k, cfg.answer_format) for k in lengths}
     render_s = time.perf_counter() - t0
+    if (first / TINY_INFO_FILE).is_file():
+        llm, tok = load_llm(first, dtype=torch.float32)
+        info = json.loads((first / TINY_INFO_FILE).read_text())
+        log(f"[instruct] first phase reused: {first.name}")
+    else:
+        llm, tok = load_llm(base, dtype=torch.float32)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            t1 = time.perf_counter()
+            losses = _teach(llm, tok, split, train_rows, prompts, cfg.history_k, cfg.steps, cfg.lr, cfg.warmup,
+                            cfg, rng, log, "phase 1")
+            train_s = time.perf_counter() - t1
+        accuracy = {_acc_key(k): _holdout_accuracy(llm, tok, split, held, prompts[k], cfg)
+                    for k in sorted(set(cfg.history_k))}
+        taught = {
+            "what": "multiple-choice questions of TRAIN users with the history as text (Text-k layout of "
+                    "questions/render.py), full fine-tuning, no soft tokens; answers scored by option likelihood",
+            "config": _phase1_key(cfg), "data_dir": str(data_dir),
+            "questions_file": QUESTIONS_FILES["train"],
+            "questions_fingerprint": _file_fingerprint(data_dir / QUESTIONS_FILES["train"]),
+            "train_questions": int(len(train_rows)), "holdout_questions": int(len(held)),
+            "steps": cfg.steps, "loss_first100": float(np.mean(losses[:100])),
+            "loss_last100": float(np.mean(losses[-100:])), "render_s": render_s, "train_s": train_s,
+            "holdout_likelihood_accuracy": accuracy,
+            "chance": 100.0 / max(1, len(split.options([0], cfg.answer_format)[0])),
+            "base_model": base.name,
+        }
+        info = json.loads((base / TINY_INFO_FILE).read_text())
+        info["taught"] = taught
+        _save(first, llm, tok, info)
+        log(f"[instruct] taught {first.name} in {train_s:.0f}s: held-out accuracy {accuracy}")
+    if stretch is None:
+        return first
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        llm.train()
-        opt = torch.optim.AdamW(llm.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.0)
-        losses: list[float] = []
-        for step in range(cfg.steps):
-            k = cfg.history_k[int(rng.integers(len(cfg.history_k)))]
-            batch = train_rows[rng.integers(len(train_rows), size=cfg.batch_size)]
-            chats = [encode_chat(tok, _chat(split, int(r), prompts[k], cfg, True), "prefix", cfg.label_mode)
-                     for r in batch]
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, cfg)
-            loss = _loss(llm, chats, tok.pad_token_id, cfg.prompt_loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(llm.parameters(), cfg.grad_clip)
-            opt.step()
-            losses.append(loss.item())
-            if (step + 1) % 100 == 0:
-                log(f"[instruct] step {step + 1}/{cfg.steps} loss {np.mean(losses[-100:]):.4f} "
-                    f"({time.perf_counter() - t0:.0f}s)")
-    llm.eval()
-    train_s = time.perf_counter() - t0 - render_s
-    accuracy = {f"text{k}" if k else "no_history": _holdout_accuracy(llm, tok, split, held, prompts[k], cfg)
-                for k in sorted(set(cfg.history_k))}
-    taught = {
-        "what": "multiple-choice questions of TRAIN users with the history as text (Text-k layout of "
-                "questions/render.py), full fine-tuning, no soft tokens; answers scored by option likelihood",
-        "config": to_dict(cfg), "data_dir": str(data_dir),
-        "questions_file": QUESTIONS_FILES["train"],
-        "questions_fingerprint": _file_fingerprint(data_dir / QUESTIONS_FILES["train"]),
-        "train_questions": int(len(train_rows)), "holdout_questions": int(len(held)),
-        "steps": cfg.steps, "loss_first100": float(np.mean(losses[:100])),
-        "loss_last100": float(np.mean(losses[-100:])), "render_s": render_s, "train_s": train_s,
-        "holdout_likelihood_accuracy": accuracy, "chance": 100.0 / max(1, len(split.options([0], cfg.answer_format)[0])),
-        "base_model": base.name,
+        torch.manual_seed(cfg.seed + 1)
+        t1 = time.perf_counter()
+        losses = _teach(llm, tok, split, train_rows, prompts, stretch.history_k, stretch.steps, stretch.lr,
+                        stretch.warmup, cfg, np.random.default_rng([cfg.seed, 18]), log, "stretch")
+        train_s = time.perf_counter() - t1
+    accuracy = {_acc_key(k): _holdout_accuracy(llm, tok, split, held, prompts[k], cfg) for k in lengths}
+    info["taught"]["stretch"] = {
+        "what": "a second phase on longer Text-k histories, from the first phase's model",
+        "config": to_dict(stretch), "from": first.name, "steps": stretch.steps,
+        "loss_first100": float(np.mean(losses[:100])), "loss_last100": float(np.mean(losses[-100:])),
+        "train_s": train_s, "holdout_likelihood_accuracy": accuracy,
     }
-    info = json.loads((base / TINY_INFO_FILE).read_text())
-    info["taught"] = taught
+    _save(folder, llm, tok, info)
+    log(f"[instruct] stretched {first.name} -> {folder.name} in {train_s:.0f}s: held-out accuracy {accuracy}")
+    return folder
+
+
+def _acc_key(k: int) -> str:
+    return f"text{k}" if k else "no_history"
+
+
+def _save(folder: Path, llm, tok, info: dict) -> None:
     with atomic_path(folder) as tmp:
         llm.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / TINY_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    log(f"[instruct] taught {folder.name} in {train_s:.0f}s: held-out accuracy {accuracy}")
-    return folder

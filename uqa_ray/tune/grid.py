@@ -55,7 +55,7 @@ class EncoderRef:
 @dataclasses.dataclass(frozen=True)
 class GridSpec:
     encoders: tuple[EncoderRef, ...] = ()
-    adapters: tuple[str, ...] = ("mean_pool",)
+    adapters: tuple[str, ...] = ()  # () = the align preset's adapter (official: mean_pool, embedded: mlp)
     strategies: tuple[str, ...] = ("adapter",)
     lrs: tuple[float, ...] = ()  # () = the preset's lr
     seeds: tuple[int, ...] = (0,)
@@ -79,12 +79,17 @@ class GridSpec:
             raise ValueError(f"align_preset: unknown {self.align_preset!r}; known {sorted(ALIGN_PRESETS)}")
         if {"encoder", "random"} & set(self.methods) and not self.encoders:
             raise ValueError("methods 'encoder'/'random' need at least one entry in encoders")
-        if not self.adapters or not self.strategies or not self.seeds:
-            raise ValueError("adapters, strategies and seeds must be non-empty")
+        if not self.strategies or not self.seeds:
+            raise ValueError("strategies and seeds must be non-empty")
         if self.max_concurrent < 0 or self.max_questions < 0 or self.n_boot < 1:
             raise ValueError("need max_concurrent, max_questions >= 0 and n_boot >= 1")
-        for a, s, lr in itertools.product(self.adapters, self.strategies, self.lrs or (None,)):
-            align_config(self.align_preset, self.align, {"adapter": a, "strategy": s, **({"lr": lr} if lr else {})})
+        for a, s, lr in itertools.product(self.adapters or (None,), self.strategies, self.lrs or (None,)):
+            align_config(self.align_preset, self.align, _over(a, s, lr))
+
+
+def _over(adapter: str | None, strategy: str, lr: float | None) -> dict[str, Any]:
+    """AlignConfig overrides of one grid point (None: keep the preset's adapter / lr)."""
+    return {"strategy": strategy, **({"adapter": adapter} if adapter else {}), **({"lr": lr} if lr else {})}
 
 
 def expand(spec: GridSpec, data_dir: str | Path, llm_dir: str, experiment: str, results_dir: str | Path,
@@ -94,9 +99,9 @@ def expand(spec: GridSpec, data_dir: str | Path, llm_dir: str, experiment: str, 
     base = {"experiment": experiment, "results_dir": results_dir, "cache_dir": cache_dir, "data_dir": data_dir,
             "llm_dir": llm_dir, "eval": {"n_boot": spec.n_boot, "max_questions": spec.max_questions}}
     aligned = []
-    for enc, a, s, lr, seed in itertools.product(spec.encoders, spec.adapters, spec.strategies,
+    for enc, a, s, lr, seed in itertools.product(spec.encoders, spec.adapters or (None,), spec.strategies,
                                                  spec.lrs or (None,), spec.seeds):
-        over = {"adapter": a, "strategy": s, "seed": seed, **({"lr": lr} if lr else {})}
+        over = {**_over(a, s, lr), "seed": seed}
         cfg = to_dict(align_config(spec.align_preset, spec.align, over))
         enc_d = {"dir": str(Path(enc.dir).resolve()), "preset": enc.preset, "loss": enc.loss}
         aligned.append({**base, "encoder": enc_d, "align": cfg, "seed": seed})
@@ -142,7 +147,8 @@ def warn_if_untaught(folder: Path, margin: float = 10.0) -> None:
     """Say so when the tiny LM was taught too little to read a history: every trial's accuracy would then
     sit at chance whatever the encoder, and the numbers would measure the pipeline, not personalization."""
     taught = json.loads((folder / TINY_INFO_FILE).read_text()).get("taught", {})
-    acc, chance = taught.get("holdout_likelihood_accuracy", {}), taught.get("chance", 25.0)
+    chance = taught.get("chance", 25.0)
+    acc = taught.get("stretch", taught).get("holdout_likelihood_accuracy", {})  # the last phase's
     reading = [v for k, v in acc.items() if k != "no_history"]
     if reading and max(reading) < chance + margin:
         print(f"[tune] WARNING: the tiny LM ({folder.name}, {taught.get('steps')} instruct steps) reads a text "

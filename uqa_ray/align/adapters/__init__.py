@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from uqa_ray.align.adapters.mean_pool import MeanPool, MeanPoolConfig
+from uqa_ray.align.adapters.mlp import MLPAdapter, MLPConfig
 from uqa_ray.align.adapters.qformer import QFormer, QFormerConfig
 from uqa_ray.config import build, to_dict
 from uqa_ray.io import InputError, atomic_path
@@ -21,6 +22,7 @@ from uqa_ray.io import InputError, atomic_path
 ADAPTERS: dict[str, tuple[type, type[torch.nn.Module]]] = {
     "mean_pool": (MeanPoolConfig, MeanPool),  # official: 1 soft token
     "qformer": (QFormerConfig, QFormer),  # paper table 4: 16 learned queries
+    "mlp": (MLPConfig, MLPAdapter),  # ours: last 8 states through a GELU MLP (the embedded default)
 }
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
