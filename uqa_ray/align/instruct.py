@@ -10,10 +10,13 @@ where a `user_turn` soft prompt will later stand (soft_prompt.USER_TURN_LAYOUT).
 seen. Each batch draws one history length k from `history_k` (k = 0: the question alone, so that the
 no-embedding control faces an LM that has learnt the question priors, an honest floor).
 
-What it was taught is written into the model folder (`uqa_tiny_llm.json`, key "taught"): the config,
-the data folder and its question-file fingerprint, steps, losses, wall time, and option-likelihood
-accuracy on held-out TRAIN questions for each k. The result is cached by content hash (config + base
-model + question file), so reruns and every Tune trial reuse it.
+Two phases: short histories first (`history_k`), then a stretch phase on histories of up to 50 clicks
+from the first phase's model (`StretchConfig`: why and what it measured there). What it was taught is
+written into the model folder (`uqa_tiny_llm.json`, key "taught", with "stretch" for the second phase):
+the config, the data folder and its question-file fingerprint, steps, losses, wall time, and
+option-likelihood accuracy on held-out TRAIN questions for each k. Each phase is cached by content hash
+(config + base model + question file; the stretch phase by the first phase's folder + its own config),
+so reruns and every Tune trial reuse it, and changing the stretch phase does not reteach the first.
 """
 from __future__ import annotations
 

@@ -11,13 +11,15 @@ Its identity (what changes the numbers; not threads, batch sizes or paths of out
 the config hash, and the trial id is `<method>-<hash>`. So a trial whose record exists is done: it
 returns that record without running (a restored or repeated experiment never re-runs or duplicates a
 finished trial). Alignments are cached under `<cache_dir>/aligned/<hash of the alignment>` and shared by
-every method that needs the same one (`encoder` and its `random` control).
+every method that needs the same one (`encoder` and its `random` control): one trains it while the
+others wait on a file lock, then reuse it.
 
 Failures are results too: a NaN/inf loss gives status "diverged" with the step; any other exception gives
 status "failed" with the error as reason (and the traceback on stderr). Either way a record is written.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import time
 import traceback
@@ -61,10 +63,19 @@ def ensure_aligned(spec: dict[str, Any], report: Callable[[dict], None] | None =
     key = {"align": {k: v for k, v in align.items() if k not in _NOT_IDENTITY}, "encoder": spec["encoder"]["dir"],
            "llm": spec["llm_dir"], "data": spec["data_dir"]}
     out = Path(spec["cache_dir"]) / "aligned" / content_hash(key)
-    if (out / SUMMARY_FILE).is_file():
-        return out, json.loads((out / SUMMARY_FILE).read_text())
-    cfg = build(AlignConfig, align)
-    return out, train_alignment(cfg, spec["data_dir"], spec["encoder"]["dir"], spec["llm_dir"], out, report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Tune starts `encoder` and its `random` control at once; without the lock both trained the same
+    # alignment (~750 s each on `small`). The second now waits and reuses it. flock is released by the
+    # kernel when its holder dies, so a killed trial never leaves the others waiting.
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:  # storage without locks (some FUSE mounts): both may train; the write is atomic
+            pass
+        if (out / SUMMARY_FILE).is_file():
+            return out, json.loads((out / SUMMARY_FILE).read_text())
+        cfg = build(AlignConfig, align)
+        return out, train_alignment(cfg, spec["data_dir"], spec["encoder"]["dir"], spec["llm_dir"], out, report)
 
 
 def execute(spec: dict[str, Any], report: Callable[[dict], None] | None = None) -> dict[str, Any]:
