@@ -26,8 +26,8 @@ interruption is kept.
 from __future__ import annotations
 
 import dataclasses
-import json
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 

@@ -70,7 +70,8 @@ def ensure_aligned(spec: dict[str, Any], report: Callable[[dict], None] | None =
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-        except OSError:  # storage without locks (some FUSE mounts): both may train; the write is atomic
+        except OSError:  # storage without locks (some FUSE mounts): both may train, the same seed giving the
+            # same weights; atomic_path swaps the second folder in whole
             pass
         if (out / SUMMARY_FILE).is_file():
             return out, json.loads((out / SUMMARY_FILE).read_text())

@@ -34,6 +34,17 @@ class MeanPoolConfig:
         return self.n_tokens
 
 
+def valid_ranks(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(valid clicks per row (B, 1), rank of each position among its row's valid ones (B, T)); ValueError
+    naming the rows with no valid position. Ranks come from the mask itself (cumsum), so right- or
+    left-padded rows give the same result."""
+    n = mask.sum(1, keepdim=True)
+    if bool((n == 0).any()):
+        rows = (n.squeeze(1) == 0).nonzero().flatten().tolist()
+        raise ValueError(f"empty sequence (no valid position) in batch row(s) {rows}")
+    return n, mask.long().cumsum(1) - 1
+
+
 def chunk_weights(mask: torch.Tensor, n_chunks: int) -> torch.Tensor:
     """(B, n_chunks, T) averaging weights: chunk k covers the valid clicks ranked in
     [floor(k*n/K), max(floor((k+1)*n/K), floor(k*n/K)+1)) where n is the row's valid count.
@@ -41,11 +52,7 @@ def chunk_weights(mask: torch.Tensor, n_chunks: int) -> torch.Tensor:
     Ranks come from the mask itself (cumsum), so right- or left-padded rows give the same result.
     """
     mask = mask.bool()
-    n = mask.sum(1, keepdim=True)  # (B, 1)
-    if bool((n == 0).any()):
-        rows = (n.squeeze(1) == 0).nonzero().flatten().tolist()
-        raise ValueError(f"empty sequence (no valid position) in batch row(s) {rows}")
-    rank = mask.long().cumsum(1) - 1  # (B, T), rank of each valid click in time order
+    n, rank = valid_ranks(mask)
     k = torch.arange(n_chunks, device=mask.device).view(1, -1, 1)  # (1, K, 1)
     start = torch.div(k * n.unsqueeze(1), n_chunks, rounding_mode="floor")  # (B, K, 1)
     end = torch.maximum(torch.div((k + 1) * n.unsqueeze(1), n_chunks, rounding_mode="floor"), start + 1)

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from uqa_ray.align.adapters.mean_pool import chunk_weights
+from uqa_ray.align.adapters.mean_pool import chunk_weights, valid_ranks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,14 +48,9 @@ class MLPConfig:
 
 def last_weights(mask: torch.Tensor, n_tokens: int) -> torch.Tensor:
     """(B, n_tokens, T) one-hot rows picking the last n_tokens valid positions, oldest first; with
-    n < n_tokens valid clicks the first tokens repeat the oldest click. Ranks come from the mask
-    (cumsum), so right and left padding give the same picks."""
+    n < n_tokens valid clicks the first tokens repeat the oldest click; right or left padding alike."""
     mask = mask.bool()
-    n = mask.sum(1, keepdim=True)  # (B, 1)
-    if bool((n == 0).any()):
-        rows = (n.squeeze(1) == 0).nonzero().flatten().tolist()
-        raise ValueError(f"empty sequence (no valid position) in batch row(s) {rows}")
-    rank = mask.long().cumsum(1) - 1  # (B, T)
+    n, rank = valid_ranks(mask)
     k = torch.arange(n_tokens, device=mask.device).view(1, -1, 1)
     want = (n.unsqueeze(1) - n_tokens + k).clamp(min=0)  # (B, K, 1) the rank token k reads
     return ((rank.unsqueeze(1) == want) & mask.unsqueeze(1)).float()
