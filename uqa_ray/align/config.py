@@ -34,6 +34,32 @@ ADAPTER_NAMES = ("mean_pool", "qformer", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)
+class AlignScaling:
+    """Where the alignment trains. `num_workers` 0: inside the trial's own process on its CPUs or GPU
+    (plain torch). >= 1: a Ray Train TorchTrainer of that many workers launched by the trial, each
+    holding a DeepSpeed ZeRO engine (align/distributed.py): one worker per GPU for a full fine-tune of a
+    3B LLM, gloo between CPU workers here. Either way one step computes the same update (the global
+    batch is split across ranks and the loss divided by the tokens of the whole batch), so this block
+    says how a run goes, never what it computes, and is not part of an alignment's identity."""
+
+    num_workers: int = 0
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    resources_per_worker: dict[str, float] = dataclasses.field(default_factory=dict)
+    zero_stage: int = 2  # 3 partitions the LLM's weights too: the LLM is loaded partitioned (zero.Init)
+    deepspeed: str = ""  # a DeepSpeed JSON whose keys override the generated config (offload, buckets, ...)
+    storage: str = ""  # Ray Train storage (shared by all nodes); "" = beside the alignment cache
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.cpus_per_worker <= 0:
+            raise ValueError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+
+
+@dataclasses.dataclass(frozen=True)
 class AlignConfig:
     adapter: Literal["mean_pool", "qformer", "mlp"] = "mean_pool"
     adapter_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -56,7 +82,8 @@ class AlignConfig:
     log_every: int = 50  # steps between progress reports
     threads: int = 0  # torch intra-op threads in this process; 0 = leave as is
     seed: int = 0
-    nan_at_step: int = 0  # fault injection (tests): poison the adapter with NaN before this step
+    scaling: AlignScaling = AlignScaling()
+    nan_at_step: int = 0  # fault injection (tests): NaN at this step (the adapter poisoned; distributed: the last rank's loss)
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.llm_lr <= 0:
@@ -74,6 +101,9 @@ class AlignConfig:
         unknown = sorted(set(self.adapter_overrides) - set(ADAPTER_NAMES))
         if unknown:
             raise ValueError(f"adapter_overrides: unknown adapter(s) {unknown}; known {ADAPTER_NAMES}")
+        if self.scaling.num_workers and self.batch_size < self.scaling.num_workers:
+            raise ValueError(f"batch_size {self.batch_size} < scaling.num_workers {self.scaling.num_workers}: "
+                             "every worker needs a row of each global batch")
         for name in sorted({self.adapter, *self.adapter_overrides}):  # every override, chosen or not
             self.adapter_config(8, 8, name)
 

@@ -108,9 +108,13 @@ class AlignedModel(nn.Module):
         soft = self.adapter(states.to(next(self.adapter.parameters()).dtype), seq["mask"])
         return soft.to(self.llm.get_input_embeddings().weight.dtype)
 
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """batch: {"seq": encoder batch, "chats": list[EncodedChat]} -> scalar loss (fp32)."""
+    def forward(self, batch: dict[str, Any], terms: bool = False):
+        """batch: {"seq": encoder batch, "chats": list[EncodedChat]} -> scalar loss (fp32), or with `terms`
+        (sum of the token losses, number of labelled tokens) unchecked: a data-parallel rank must first
+        learn whether ANY rank diverged, and divide by the labelled tokens of the whole global batch."""
         soft = self.soft_tokens(batch["seq"])
+        if terms:
+            return lm_loss_terms(self.llm, batch["chats"], soft, self.pad_id)
         return lm_loss(self.llm, batch["chats"], soft, self.pad_id)
 
 
@@ -118,6 +122,17 @@ def lm_loss(
     llm: nn.Module, chats: Sequence[EncodedChat], soft: torch.Tensor | None, pad_id: int
 ) -> torch.Tensor:
     """Mean next-token cross-entropy over labelled positions, right padding; raises DivergedError."""
+    total, n = lm_loss_terms(llm, chats, soft, pad_id)
+    loss = total / n
+    if not bool(torch.isfinite(loss)):
+        raise DivergedError(f"non-finite training loss {loss.item()} (batch of {len(chats)} chats)")
+    return loss
+
+
+def lm_loss_terms(
+    llm: nn.Module, chats: Sequence[EncodedChat], soft: torch.Tensor | None, pad_id: int
+) -> tuple[torch.Tensor, int]:
+    """(sum of the next-token cross-entropies over labelled positions (fp32), their number)."""
     inputs = build_inputs(chats, soft, llm.get_input_embeddings(), pad_id, padding_side="right")
     labels = inputs["labels"]
     # Column c's logits predict the label at c + 1. Only columns whose next label is set in some row
@@ -129,7 +144,6 @@ def lm_loss(
         raise ValueError("no labelled token in the batch (empty answers?)")
     logits = llm(**llm_kwargs(inputs), logits_to_keep=keep).logits.float()
     targets = labels[:, keep + 1]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
-    if not bool(torch.isfinite(loss)):
-        raise DivergedError(f"non-finite training loss {loss.item()} (batch of {len(chats)} chats)")
-    return loss
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
+                            reduction="sum")
+    return total, int((targets != IGNORE).sum())

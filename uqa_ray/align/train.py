@@ -13,8 +13,10 @@ output folder holds `adapter/` (align/adapters save format), `lora/` (peft adapt
 fine-tuning: the whole LLM + tokenizer, loadable with `load_llm`), and `train.json` (the summary also
 returned). The folder is written atomically: a crash never leaves a half-written alignment behind.
 
-Runs inside one Ray Tune trial (tune/trial.py) on the trial's CPUs or GPU. Multi-GPU full fine-tuning
-under Ray Train + DeepSpeed is not wired here (see the phase-2 report); `full` runs on one device.
+Where it runs is `cfg.scaling` (config.AlignScaling): by default inside the Ray Tune trial's own process
+(tune/trial.py) on its CPUs or GPU; with `scaling.num_workers` >= 1 as a Ray Train TorchTrainer whose
+workers each hold a DeepSpeed ZeRO engine (align/distributed.py: a multi-GPU full fine-tune of a 3B
+LLM). Both paths share the helpers below, so they save the same folder and write the same summary.
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from uqa_ray.align.adapters import build_adapter, load_adapter, save_adapter
@@ -54,7 +57,8 @@ def _optimizer(model: AlignedModel, cfg: AlignConfig) -> torch.optim.Optimizer:
 
 def build_model(cfg: AlignConfig, encoder_dir: str | Path, llm_dir: str | Path,
                 device: torch.device | None = None) -> tuple[AlignedModel, Any, Any]:
-    """(AlignedModel with a fresh, seeded adapter, tokenizer, encoder config)."""
+    """(AlignedModel with a fresh, seeded adapter, tokenizer, encoder config). LoRA's own init draws from
+    torch's global stream: callers seed it first (every rank must build the same weights)."""
     device = device or default_device()
     encoder, enc_cfg = load_encoder(encoder_dir, device)
     llm, tok = load_llm(llm_dir, device=device)
@@ -85,69 +89,123 @@ def load_aligned(out_dir: str | Path, encoder_dir: str | Path, llm_dir: str | Pa
     return model.eval(), tok, enc_cfg
 
 
+def total_steps(cfg: AlignConfig, n_rows: int) -> int:
+    steps = cfg.epochs * math.ceil(n_rows / cfg.batch_size)
+    return min(cfg.max_steps, steps) if cfg.max_steps else steps
+
+
+class Steps:
+    """The step schedule and loss bookkeeping of both training paths: the seeded global batches of each
+    epoch up to `total_steps`, skipping (and counting) a batch of fewer than `min_rows` rows; the losses;
+    progress reports every `log_every` steps and at the last."""
+
+    def __init__(self, cfg: AlignConfig, data: QuestionSplit, report: Callable[[dict], None] | None,
+                 min_rows: int = 1):
+        self.cfg, self.data, self.report, self.min_rows = cfg, data, report, min_rows
+        self.total = total_steps(cfg, len(data))
+        self.step, self.skipped, self.losses = 0, 0, []
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(epoch, rows) of each step; `self.step` is the step's number (from 1) inside the body."""
+        for epoch in range(self.cfg.epochs):
+            for rows in self.data.batches(self.cfg.batch_size, self.cfg.seed, epoch):
+                if self.step >= self.total:
+                    return
+                if len(rows) < self.min_rows:
+                    self.skipped += len(rows)
+                    continue
+                self.step += 1
+                yield epoch, rows
+
+    def done(self, loss: float, epoch: int) -> None:
+        self.losses.append(loss)
+        k = self.cfg.log_every
+        if self.report and (self.step % k == 0 or self.step == self.total):
+            self.report({"step": self.step, "epoch": epoch, "loss": sum(self.losses[-k:]) / len(self.losses[-k:])})
+
+
+def batch_inputs(data: QuestionSplit, rows, tok, cfg: AlignConfig, columns: list[str], max_len: int) -> dict:
+    """What AlignedModel.forward takes for these rows: the encoder batch and the encoded chats."""
+    chats = [encode_chat(tok, m, cfg.placement, cfg.label_mode) for m in data.messages(rows, cfg.answer_format)]
+    return {"seq": data.sequences(rows, columns, max_len), "chats": chats}
+
+
+def new_summary(cfg: AlignConfig, data: QuestionSplit, model: AlignedModel, dirs: tuple) -> dict[str, Any]:
+    data_dir, encoder_dir, llm_dir = (str(d) for d in dirs)
+    return {
+        "config": to_dict(cfg), "data_dir": data_dir, "encoder_dir": encoder_dir, "llm_dir": llm_dir,
+        "train_questions": len(data), "steps_planned": total_steps(cfg, len(data)), "n_soft": model.n_soft,
+        "trainable_params": sum(p.numel() for p in model.trainable_parameters()),
+    }
+
+
+def close_summary(summary: dict, cfg: AlignConfig, status: str, reason: str | None, steps: Steps,
+                  t0: float) -> dict[str, Any]:
+    k, losses = cfg.log_every, steps.losses
+    summary.update({
+        "status": status, "reason": reason, "steps": steps.step, "train_s": time.perf_counter() - t0,
+        "loss_first": losses[:k], "loss_last": losses[-k:],
+        "loss_curve": [sum(losses[i:i + k]) / len(losses[i:i + k]) for i in range(0, len(losses), k)],
+    })
+    return summary
+
+
+def save_trained(model: AlignedModel, tok, strategy: str, folder: Path) -> None:
+    """What this strategy trained, into `folder` (which must exist): the module doc's layout."""
+    save_adapter(model.adapter, folder / ADAPTER_DIR)
+    if strategy == "lora":
+        model.llm.save_pretrained(str(folder / LORA_DIR))
+    elif strategy == "full":
+        model.llm.save_pretrained(str(folder / LLM_DIR))
+        tok.save_pretrained(str(folder / LLM_DIR))
+
+
+def write_alignment(out_dir: str | Path, summary: dict, fill: Callable[[Path], None] | None) -> dict:
+    """The alignment folder, atomically: `fill(tmp)` writes the weights (only when the status is ok)."""
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        if summary["status"] == "ok" and fill is not None:
+            fill(tmp)
+        write_json(tmp / SUMMARY_FILE, summary)
+    return summary
+
+
 def train_alignment(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | Path, llm_dir: str | Path,
                     out_dir: str | Path, report: Callable[[dict], None] | None = None) -> dict:
     """Align, save into `out_dir`, return the summary (module doc). `report(metrics)` gets progress."""
+    if cfg.scaling.num_workers:
+        from uqa_ray.align.distributed import train_distributed
+
+        return train_distributed(cfg, data_dir, encoder_dir, llm_dir, out_dir, report)
     t0 = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out_dir = Path(out_dir)
     data = QuestionSplit(data_dir, "train")
-    model, tok, enc_cfg = build_model(cfg, encoder_dir, llm_dir)
-    columns = list(input_columns(enc_cfg.input_mode))
-    max_len = min(cfg.max_len, enc_cfg.max_len)
-    opt = _optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch if not cfg.max_steps else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
-    summary: dict[str, Any] = {
-        "config": to_dict(cfg), "data_dir": str(data_dir), "encoder_dir": str(encoder_dir), "llm_dir": str(llm_dir),
-        "train_questions": len(data), "steps_planned": total, "n_soft": model.n_soft,
-        "trainable_params": sum(p.numel() for p in model.trainable_parameters()),
-    }
-    step, losses, status, reason = 0, [], "ok", None
-    model.train()
-    with torch.random.fork_rng(devices=[]):  # LoRA dropout etc. draw from a seeded stream
+    steps, status, reason = Steps(cfg, data, report), "ok", None
+    with torch.random.fork_rng(devices=[]):  # LoRA's init and dropout draw from a seeded stream
         torch.manual_seed(cfg.seed)
+        model, tok, enc_cfg = build_model(cfg, encoder_dir, llm_dir)
+        columns = list(input_columns(enc_cfg.input_mode))
+        max_len = min(cfg.max_len, enc_cfg.max_len)
+        opt = _optimizer(model, cfg)
+        summary = new_summary(cfg, data, model, (data_dir, encoder_dir, llm_dir))
+        model.train()
         try:
-            for epoch in range(cfg.epochs):
-                for rows in data.batches(cfg.batch_size, cfg.seed, epoch):
-                    if step >= total:
-                        break
-                    step += 1
-                    if step == cfg.nan_at_step:
-                        with torch.no_grad():  # fault injection: a poisoned weight, as a real blow-up
-                            next(model.adapter.parameters()).fill_(float("nan"))
-                    chats = [encode_chat(tok, m, cfg.placement, cfg.label_mode)
-                             for m in data.messages(rows, cfg.answer_format)]
-                    loss = model({"seq": data.sequences(rows, columns, max_len), "chats": chats})
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    norm = torch.nn.utils.clip_grad_norm_(model.trainable_parameters(),
-                                                          cfg.grad_clip if cfg.grad_clip else float("inf"))
-                    if not bool(torch.isfinite(norm)):
-                        raise DivergedError(f"non-finite gradient norm {float(norm)}")
-                    opt.step()
-                    losses.append(loss.item())
-                    if report and (step % cfg.log_every == 0 or step == total):
-                        report({"step": step, "epoch": epoch, "loss": sum(losses[-cfg.log_every:]) /
-                                len(losses[-cfg.log_every:])})
+            for epoch, rows in steps:
+                if steps.step == cfg.nan_at_step:
+                    with torch.no_grad():  # fault injection: a poisoned weight, as a real blow-up
+                        next(model.adapter.parameters()).fill_(float("nan"))
+                loss = model(batch_inputs(data, rows, tok, cfg, columns, max_len))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(model.trainable_parameters(),
+                                                      cfg.grad_clip if cfg.grad_clip else float("inf"))
+                if not bool(torch.isfinite(norm)):
+                    raise DivergedError(f"non-finite gradient norm {float(norm)}")
+                opt.step()
+                steps.done(loss.item(), epoch)
         except DivergedError as e:
-            status, reason = "diverged", f"step {step}: {e}"
+            status, reason = "diverged", f"step {steps.step}: {e}"
     model.eval()
-    summary.update({
-        "status": status, "reason": reason, "steps": step, "train_s": time.perf_counter() - t0,
-        "loss_first": losses[: cfg.log_every], "loss_last": losses[-cfg.log_every:],
-        "loss_curve": [sum(losses[i:i + cfg.log_every]) / len(losses[i:i + cfg.log_every])
-                       for i in range(0, len(losses), cfg.log_every)],
-    })
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        if status == "ok":
-            save_adapter(model.adapter, tmp / ADAPTER_DIR)
-            if cfg.strategy == "lora":
-                model.llm.save_pretrained(str(tmp / LORA_DIR))
-            elif cfg.strategy == "full":
-                model.llm.save_pretrained(str(tmp / LLM_DIR))
-                tok.save_pretrained(str(tmp / LLM_DIR))
-        write_json(tmp / SUMMARY_FILE, summary)
-    return summary
+    close_summary(summary, cfg, status, reason, steps, t0)
+    return write_alignment(out_dir, summary, lambda tmp: save_trained(model, tok, cfg.strategy, tmp))

@@ -76,7 +76,6 @@ def scan_file(path: Path, expected: pa.Schema) -> dict:
 
 def prepare_official(src: str | Path, out: str | Path, tokenizer: str | None = None) -> dict:
     src, out = Path(src), Path(out)
-    files = dict(PRETRAIN_FILES.items())
     for name in PRETRAIN_FILES.values():
         if not (src / name).is_file():
             raise InputError(f"{src / name}: missing (the official pretrain files are required)")

@@ -1,4 +1,4 @@
-"""The DeepSpeed JSON config of a pretraining run, generated from `PretrainConfig`.
+"""The DeepSpeed JSON config of a training run (pretraining here; alignment in align/distributed.py).
 
 A user's own DeepSpeed JSON (`PretrainConfig.deepspeed`) is merged over the generated one, so every
 DeepSpeed knob (offload, bucket sizes, ...) stays reachable without a new field here.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from uqa_ray.config import merge
 from uqa_ray.io import InputError
@@ -21,15 +21,37 @@ def resolve_precision(precision: str, on_gpu: bool) -> str:
     return precision
 
 
+def engine_config(*, micro_batch: int, grad_accum: int, zero_stage: int, precision: str, grad_clip: float,
+                  extra: Mapping[str, Any] | None = None, user_json: str = "") -> dict[str, Any]:
+    """The DeepSpeed config every training stage shares, then the stage's `extra` keys (pretraining's
+    optimizer; alignment passes a client optimizer instead), then the user's JSON over both."""
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": grad_accum,
+        "steps_per_print": 10**9,  # our own progress lines replace DeepSpeed's
+        "wall_clock_breakdown": False,
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": precision == "bf16"},
+    }
+    if grad_clip > 0:
+        ds["gradient_clipping"] = grad_clip
+    ds = merge(ds, extra or {})
+    if user_json:
+        path = Path(user_json)
+        try:
+            user = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"deepspeed config {path}: {e}") from e
+        if not isinstance(user, dict):
+            raise InputError(f"deepspeed config {path}: top level must be an object")
+        ds = merge(ds, user)
+    return ds
+
+
 def deepspeed_config(cfg, on_gpu: bool) -> dict[str, Any]:
     """DeepSpeed config dict for `cfg` (a PretrainConfig)."""
     o = cfg.optim
-    precision = resolve_precision(cfg.precision, on_gpu)
-    ds: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": o.micro_batch,
-        "gradient_accumulation_steps": o.grad_accum,
-        "steps_per_print": 10**9,  # our own progress lines replace DeepSpeed's
-        "wall_clock_breakdown": False,
+    extra: dict[str, Any] = {
         "optimizer": {
             "type": "AdamW",
             "params": {
@@ -41,21 +63,10 @@ def deepspeed_config(cfg, on_gpu: bool) -> dict[str, Any]:
                 **({} if on_gpu else {"torch_adam": True}),
             },
         },
-        "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": precision == "bf16"},
     }
-    if o.grad_clip > 0:
-        ds["gradient_clipping"] = o.grad_clip
     if cfg.zero_stage == 3:
         # Gather the (small) recommender layers eagerly; sequence encoders have many tiny params.
-        ds["zero_optimization"].update({"stage3_param_persistence_threshold": 1e4})
-    if cfg.deepspeed:
-        path = Path(cfg.deepspeed)
-        try:
-            user = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"deepspeed config {path}: {e}") from e
-        if not isinstance(user, dict):
-            raise InputError(f"deepspeed config {path}: top level must be an object")
-        ds = merge(ds, user)
-    return ds
+        extra["zero_optimization"] = {"stage3_param_persistence_threshold": 1e4}
+    return engine_config(micro_batch=o.micro_batch, grad_accum=o.grad_accum, zero_stage=cfg.zero_stage,
+                         precision=resolve_precision(cfg.precision, on_gpu), grad_clip=o.grad_clip,
+                         extra=extra, user_json=cfg.deepspeed)

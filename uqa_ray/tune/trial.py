@@ -30,8 +30,9 @@ from uqa_ray.config import build, content_hash
 from uqa_ray.tune.records import (encoder_block, make_record, read_record, record_path, trial_id, write_predictions,
                                   write_record)
 
-# AlignConfig fields that change speed or logging only, never the trained weights.
-_NOT_IDENTITY = ("threads", "log_every", "eval_batch_size", "eval_batch_tokens")
+# AlignConfig fields that change speed or logging only, never the trained weights (`scaling`: N ranks compute
+# the one-process step, tests/align/test_distributed.py).
+_NOT_IDENTITY = ("threads", "log_every", "eval_batch_size", "eval_batch_tokens", "scaling")
 
 
 def identity(spec: dict[str, Any]) -> dict[str, Any]:
