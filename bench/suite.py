@@ -57,6 +57,8 @@ BENCHMARKS: dict[str, dict] = {
     "evaluate": {"script": "bench/evaluate.py", "full": [],
                  "quick": ["--questions", "64", "--text-questions", "16", "--threads", "2", "--repeat", "1"],
                  "out_flag": "--out", "minutes": (5, 1)},
+    "align_workers": {"script": "bench/align_workers.py", "full": [], "quick": ["--steps", "4", "--strategies", "adapter"],
+                      "out_flag": "--out", "minutes": (4, 2)},
     # --items only sizes the CE-memory half; the shorter sequence makes the throughput half cheap.
     "pretrain": {"script": "bench/pretrain.py", "full": [],
                  "quick": ["--items", "250000", "--steps", "1", "--seq", "128"], "out_flag": "--out",

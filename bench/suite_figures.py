@@ -86,6 +86,22 @@ def evaluate_figures(r: dict) -> list[dict]:
     return out
 
 
+def align_workers_figures(r: dict) -> list[dict]:
+    out = []
+    for strategy, b in r["runs"].items():
+        ctx = (f"{r['steps']} steps of {r['batch']} questions, {r['workers']} workers ZeRO-{r['zero_stage']} vs one "
+               f"process, {r['cpus']} CPUs; max relative loss difference {b['max_rel_loss_diff']:.1e}")
+        out += [fig(f"align_workers.{strategy}.one_process_s", f"alignment ({strategy}), one process",
+                    b["one_process"]["wall_s"], "s", ctx),
+                fig(f"align_workers.{strategy}.ray_train_s", f"alignment ({strategy}), Ray Train workers",
+                    b["ray_train"]["wall_s"], "s", ctx),
+                fig(f"align_workers.{strategy}.wall_ratio", f"alignment ({strategy}), Ray Train / one process",
+                    b["wall_ratio"], "x", ctx),
+                fig(f"align_workers.{strategy}.step_ratio", f"alignment ({strategy}), time per step, Ray Train / one "
+                    "process", b["step_ratio"], "x", ctx + f"; a progress report every {r['log_every']} steps")]
+    return out
+
+
 def questions_figures(r: dict) -> list[dict]:
     size = f"{r['questions']['train']:,} train + {r['questions']['eval']:,} eval questions, {r['data']}"
     return [fig("questions.questions_per_s", "question generation throughput", r["questions_per_s"], "questions/s",
@@ -132,12 +148,13 @@ def embedded_default_figures(r: dict) -> list[dict]:
 COLLECTORS: dict[str, Callable[[dict], list[dict]]] = {
     "prepare": prepare_figures, "pretrain": pretrain_figures, "evaluate": evaluate_figures,
     "questions": questions_figures, "prompt_tokens": prompt_tokens_figures,
-    "embedded_default": embedded_default_figures,
+    "embedded_default": embedded_default_figures, "align_workers": align_workers_figures,
 }
 # What each standalone script writes by default in bench/results/ (the embedded default has no script of
 # its own: the suite builds its JSON from the lab's output).
 RESULT_FILES = {"prepare": "prepare.json", "pretrain": "pretrain.json", "evaluate": "evaluate.json",
-                "questions": "questions.json", "prompt_tokens": "prompt_tokens.json"}
+                "questions": "questions.json", "prompt_tokens": "prompt_tokens.json",
+                "align_workers": "align_workers.json"}
 
 
 # -- the embedded default: stage times from the lab's stdout ---------------------------------------------

@@ -104,6 +104,7 @@ class Steps:
         self.cfg, self.data, self.report, self.min_rows = cfg, data, report, min_rows
         self.total = total_steps(cfg, len(data))
         self.step, self.skipped, self.losses = 0, 0, []
+        self.started: float | None = None  # perf_counter at the first step: set-up ends there
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         """(epoch, rows) of each step; `self.step` is the step's number (from 1) inside the body."""
@@ -115,6 +116,8 @@ class Steps:
                     self.skipped += len(rows)
                     continue
                 self.step += 1
+                if self.started is None:
+                    self.started = time.perf_counter()
                 yield epoch, rows
 
     def done(self, loss: float, epoch: int) -> None:
@@ -141,9 +144,12 @@ def new_summary(cfg: AlignConfig, data: QuestionSplit, model: AlignedModel, dirs
 
 def close_summary(summary: dict, cfg: AlignConfig, status: str, reason: str | None, steps: Steps,
                   t0: float) -> dict[str, Any]:
-    k, losses = cfg.log_every, steps.losses
+    k, losses, end = cfg.log_every, steps.losses, time.perf_counter()
+    started = steps.started or end
     summary.update({
-        "status": status, "reason": reason, "steps": steps.step, "train_s": time.perf_counter() - t0,
+        "status": status, "reason": reason, "steps": steps.step, "train_s": end - t0,
+        # set-up (loading, DeepSpeed's initialize) vs the steps themselves (progress reports included)
+        "setup_s": started - t0, "step_s": (end - started) / max(steps.step, 1),
         "loss_first": losses[:k], "loss_last": losses[-k:],
         "loss_curve": [sum(losses[i:i + k]) / len(losses[i:i + k]) for i in range(0, len(losses), k)],
     })
