@@ -78,7 +78,8 @@ def ranked(pipe, tmp_path_factory):
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    return {f"{f.parent.name}/{k}": v for f in sorted(folder.rglob("*.safetensors")) for k, v in load_file(str(f)).items()}
+    return {f"{f.parent.name}/{k}": v
+            for f in sorted(folder.rglob("*.safetensors")) for k, v in load_file(str(f)).items()}
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c[2]], ids=_name)
@@ -137,7 +138,8 @@ def test_a_tune_trial_trains_its_alignment_with_ray_train(pipe, tmp_path):
     assert records[0]["timings"]["align_steps"] == 2
     aligned = json.loads(next((tmp_path / "tune" / "aligned").glob("*/train.json")).read_text())
     assert aligned["world"] == 2
-    lines = [json.loads(x) for p in (tmp_path / "tune").glob("dist-*/*/result.json") for x in p.read_text().splitlines()]
+    lines = [json.loads(x) for p in (tmp_path / "tune").glob("dist-*/*/result.json")
+             for x in p.read_text().splitlines()]
     assert [x["progress/step"] for x in lines if "progress/step" in x] == [1, 2]
 
 

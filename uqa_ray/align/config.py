@@ -39,8 +39,10 @@ class AlignScaling:
     (plain torch). >= 1: a Ray Train TorchTrainer of that many workers launched by the trial, each
     holding a DeepSpeed ZeRO engine (align/distributed.py): one worker per GPU for a full fine-tune of a
     3B LLM, gloo between CPU workers here. Either way one step computes the same update (the global
-    batch is split across ranks and the loss divided by the tokens of the whole batch), so this block
-    says how a run goes, never what it computes, and is not part of an alignment's identity."""
+    batch is split across ranks and the loss divided by the tokens of the whole batch; on CPU, fp32, the
+    losses agree to ~1e-7), so this block says how a run goes and is not part of an alignment's identity.
+    One difference on GPU, both bf16: DeepSpeed steps fp32 master weights (as the release's mixed
+    precision does) where the one-process path updates the bf16 LLM weights of `full` directly."""
 
     num_workers: int = 0
     use_gpu: bool = False
@@ -48,7 +50,7 @@ class AlignScaling:
     resources_per_worker: dict[str, float] = dataclasses.field(default_factory=dict)
     zero_stage: int = 2  # 3 partitions the LLM's weights too: the LLM is loaded partitioned (zero.Init)
     deepspeed: str = ""  # a DeepSpeed JSON whose keys override the generated config (offload, buckets, ...)
-    storage: str = ""  # Ray Train storage (shared by all nodes); "" = beside the alignment cache
+    storage: str = ""  # Ray Train storage (a shared folder or s3://, gs://); "" = beside the alignment cache
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
@@ -83,7 +85,8 @@ class AlignConfig:
     threads: int = 0  # torch intra-op threads in this process; 0 = leave as is
     seed: int = 0
     scaling: AlignScaling = AlignScaling()
-    nan_at_step: int = 0  # fault injection (tests): NaN at this step (the adapter poisoned; distributed: the last rank's loss)
+    # fault injection (tests): a NaN at this step (the adapter poisoned; distributed: the last rank's loss)
+    nan_at_step: int = 0
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.llm_lr <= 0:

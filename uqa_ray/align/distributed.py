@@ -17,13 +17,16 @@ What one step is, so that N ranks compute the one-process step:
 - The optimiser is train.py's own AdamW with its two parameter groups (adapter/LoRA lr, the LLM's own
   weights llm_lr), handed to DeepSpeed as a client optimiser; clipping is DeepSpeed's global-norm clip.
 - ZeRO-3 partitions the LLM as it loads (transformers' HfDeepSpeedConfig makes `from_pretrained` run
-  under zero.Init), so a 3B model is never whole on one GPU; saving gathers the weights and rank 0
-  writes them. bf16 on GPU (fp32 master weights in the optimiser), fp32 on CPU.
+  under zero.Init), so no GPU holds a 3B model whole while it trains; only saving gathers it (the
+  module's weights: bf16 on GPU, ~6 GB for 3B) for rank 0 to write. bf16 on GPU with fp32 master
+  weights in the optimiser, fp32 on CPU.
 
 Rank 0 writes the trained weights into a folder that it reports as the run's Ray Train checkpoint, so
 they reach the driver (the Tune trial, possibly on another node) through Ray Train's storage; the driver
 copies them into the alignment folder with train.py's layout and summary, atomically. Progress reaches
-Tune through Ray's TuneReportCallback when the trainer runs inside a trial. No mid-run checkpoints: a
+Tune through Ray's TuneReportCallback when the trainer runs inside a trial; each Ray Train V2 report is
+a collective through a synchronisation actor (a report per step tripled the loop on 2 CPUs,
+bench/align_workers.py), hence reports every `log_every` steps only. No mid-run checkpoints: a
 failed worker fails the alignment (the trial records "failed"), and a rerun trains it again.
 """
 from __future__ import annotations
@@ -187,9 +190,11 @@ def train_distributed(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str |
     del report
     out_dir = Path(out_dir).resolve()
     s = cfg.scaling
-    storage = Path(s.storage).resolve() if s.storage else out_dir.parent / ".ray_train"
+    remote = "://" in s.storage  # s3://, gs://: Ray Train's storage on a cluster without a shared disk
+    storage = s.storage if remote else str(Path(s.storage).resolve() if s.storage else out_dir.parent / ".ray_train")
     init_ray()
     callbacks = []
+    # The check Ray's own TuneReportCallback makes (it raises outside a Tune session); no public API for it.
     if _in_tune_session():
         from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -201,7 +206,7 @@ def train_distributed(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str |
                            "llm_dir": str(llm_dir)},
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                      resources_per_worker={"CPU": s.cpus_per_worker, **s.resources_per_worker}),
-        run_config=RunConfig(name=out_dir.name, storage_path=str(storage), callbacks=callbacks,
+        run_config=RunConfig(name=out_dir.name, storage_path=storage, callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=0),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
@@ -222,5 +227,6 @@ def train_distributed(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str |
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
 
     write_alignment(out_dir, summary, fill)
-    shutil.rmtree(storage / out_dir.name, ignore_errors=True)  # the alignment folder is the durable copy
+    if not remote:  # the alignment folder is the durable copy (a bucket's copy is left to its lifecycle)
+        shutil.rmtree(Path(storage) / out_dir.name, ignore_errors=True)
     return summary
