@@ -56,7 +56,7 @@ def build_data(work: Path) -> Path:
     return data
 
 
-def build_system(data: Path, work: Path):
+def build_system(data: Path, work: Path, device: torch.device = torch.device("cpu")):
     from uqa_ray.align.config import align_config
     from uqa_ray.align.llm import TinyLMConfig, build_tiny_llm
     from uqa_ray.align.train import build_model
@@ -71,7 +71,7 @@ def build_system(data: Path, work: Path):
             save_encoder(build_encoder(cfg), cfg, enc_dir)
     llm_dir = build_tiny_llm(data / "tokenizer", work / "llm", TinyLMConfig())
     cfg = align_config("embedded")
-    model, tok, enc_cfg = build_model(cfg, enc_dir, llm_dir, torch.device("cpu"))
+    model, tok, enc_cfg = build_model(cfg, enc_dir, llm_dir, device)  # bf16 on a GPU (align/llm.py)
     return model.eval(), tok, enc_cfg, cfg
 
 
@@ -145,11 +145,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=0, help="batch size (0 = the embedded preset's eval_batch_size)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads, one block each")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: the GPU figure of the issue's 10x goal (the data must exist: building it needs Ray)")
     ap.add_argument("--out", default=str(ROOT / "results" / "evaluate.json"))
     args = ap.parse_args()
     work = Path(args.work)
     data_dir = Path(args.data) if args.data else build_data(work)
-    model, tok, enc_cfg, cfg = build_system(data_dir, work)
+    device = torch.device(args.device)
+    model, tok, enc_cfg, cfg = build_system(data_dir, work, device)
     data = QuestionSplit(data_dir, "train")  # the largest split of the folder; the code is split-agnostic
     rows = np.arange(min(args.questions, len(data)))
     columns, max_len = list(input_columns(enc_cfg.input_mode)), enc_cfg.max_len
@@ -159,7 +162,8 @@ def main() -> None:
     msgs = text_k_messages(data_dir, "train", 20, "content")
     tmsgs = [msgs[r] for r in trow]
     load = os.getloadavg()
-    res: dict = {"questions": int(len(rows)), "batch": args.batch, "n_soft": model.n_soft,
+    res: dict = {"questions": int(len(rows)), "batch": args.batch, "n_soft": model.n_soft, "device": str(device),
+                 "dtype": str(model.llm.dtype),
                  "mean_prompt_tokens": float(np.mean([c.prompt_tokens(model.n_soft) for c in chats])),
                  "by_threads": {}}
     for threads in args.threads:
@@ -190,6 +194,7 @@ def main() -> None:
         res["by_threads"][str(threads)] = block
     res["machine"] = {"cpus": os.cpu_count(), "load_avg_at_start": list(load), "load_avg_at_end": list(os.getloadavg()),
                       "python": platform.python_version(), "torch": torch.__version__,
+                      "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                       "llm_params": sum(p.numel() for p in model.llm.parameters())}
     write_json(args.out, res)
     print(f"wrote {args.out}")
