@@ -161,3 +161,14 @@ def test_each_rank_takes_its_part_of_every_global_batch_and_a_short_last_batch_i
     one, three = Steps(cfg, data, None), Steps(cfg, data, None, min_rows=3)
     assert [len(r) for _, r in one][-1] == 2 and one.skipped == 0
     assert [len(r) for _, r in three] == [5] * (n // 5) and three.skipped == 2
+
+
+def test_a_bad_deepspeed_json_is_named_before_any_worker_starts(pipe, tmp_path):
+    from uqa_ray.io import InputError
+
+    bad = tmp_path / "ds.json"
+    bad.write_text("{not json")
+    cfg = _cfg("adapter", 2, WORLD, scaling={"num_workers": WORLD, "deepspeed": str(bad)})
+    with pytest.raises(InputError, match="ds.json"):
+        train_alignment(cfg, pipe["data"], pipe["enc0"], pipe["llm"], tmp_path / "aligned" / "x")
+    assert not (tmp_path / "aligned").exists()  # no folder, no Ray Train run

@@ -113,7 +113,8 @@ def test_cli_builds_the_grid_from_overrides_and_reports_bad_input(tmp_path, caps
     assert main(["tune", "--experiment", "x", "--data", str(tmp_path / "nothing"), "--storage", str(tmp_path),
                  "--set", "methods=[no_embedding]"]) == 2
     assert "questions_train.parquet" in capsys.readouterr().err
-    assert main(["tune", "--experiment", "x", "--data", str(tmp_path), "--set", "adapters=[perceiver]", "methods=[text20]"]) == 2
+    assert main(["tune", "--experiment", "x", "--data", str(tmp_path), "--set", "adapters=[perceiver]",
+                 "methods=[text20]"]) == 2
     assert "adapter" in capsys.readouterr().err
 
 

@@ -190,6 +190,9 @@ def train_distributed(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str |
     del report
     out_dir = Path(out_dir).resolve()
     s = cfg.scaling
+    # The user's DeepSpeed JSON is read here first: a bad file is an InputError naming it, before any worker
+    # starts (inside a worker it would surface as a TrainingFailedError around the message).
+    ds_config(cfg, s.num_workers, s.use_gpu)
     remote = "://" in s.storage  # s3://, gs://: Ray Train's storage on a cluster without a shared disk
     storage = s.storage if remote else str(Path(s.storage).resolve() if s.storage else out_dir.parent / ".ray_train")
     init_ray()

@@ -8,7 +8,8 @@ LM frozen (adapter only, one epoch, 1,376 eval questions, option likelihood). Wh
     mean over all states or from 8 chunk means. The last `n_tokens` states, oldest first, are what
     recency questions (SI, IP, AP, the last-k DF) need, the way a Text-k history ends with recent clicks.
   * An MLP, not one linear layer (the LLaVA-1.5 projector, `mlp2x_gelu`). The frozen LM reads a soft
-    token the way it reads the mean of a name's token embeddings (the oracle control, 51.9), so the
+    token the way it reads the mean of a name's token embeddings (the oracle control: 51.0 on `small`,
+    bench/results/controls-20261127), so the
     adapter must turn "category c" into something like c's embedding: a selection, which a linear map of
     the state can only blur. Measured: linear on the 8 chunk means 43.8, linear on the last 8 states
     44.5, a 16-query Q-Former 42.7, linear with soft tokens rescaled to the word-embedding norm 43.5,
