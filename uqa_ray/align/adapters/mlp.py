@@ -10,9 +10,10 @@ LM frozen (adapter only, one epoch, 1,376 eval questions, option likelihood). Wh
   * An MLP, not one linear layer (the LLaVA-1.5 projector, `mlp2x_gelu`). The frozen LM reads a soft
     token the way it reads the mean of a name's token embeddings (the oracle control: 51.0 on `small`,
     bench/results/controls-20261127), so the adapter must turn "category c" into something like c's
-    embedding: a selection, which a linear map of the state can only blur. Measured: linear on the 8 chunk means 43.8, linear on the last 8 states
-    44.5, a 16-query Q-Former 42.7, linear with soft tokens rescaled to the word-embedding norm 43.5,
-    this MLP on the last 8 states 48.0 [45.4, 50.8], against no embedding 42.4 [39.8, 45.1].
+    embedding: a selection, which a linear map of the state can only blur. Measured: linear on the 8
+    chunk means 43.8, linear on the last 8 states 44.5, a 16-query Q-Former 42.7, linear with soft
+    tokens rescaled to the word-embedding norm 43.5, this MLP on the last 8 states 48.0 [45.4, 50.8],
+    against no embedding 42.4 [39.8, 45.1].
 With fewer valid clicks than tokens the oldest click's state repeats, so no token is empty.
 """
 from __future__ import annotations
