@@ -11,7 +11,8 @@ Recorded per run: the caller's wall time (Ray Train adds worker start-up, DeepSp
 checkpoint hand-off), the set-up inside the loop (loading, deepspeed.initialize), the time per step
 (progress reports included: under Ray Train V2 each is a collective through a synchronisation actor, so
 `--log-every` matters) and the largest relative difference between the two runs' per-step losses, which
-must be ~1e-7 (the same step).
+must be ~1e-7 (the same step). Then, side by side, the first strategy under Ray Train once more with a
+progress report after every step: the cost of a report.
 
 On CPU this measures what the distributed path COSTS: gloo all-reduces and ZeRO bookkeeping on cores
 that one process would use anyway. It exists for GPUs, where one GPU cannot hold a 3B full fine-tune.
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         if not (args.encoder and args.llm):
             p.error("--data needs --encoder and --llm")
         data, encoder, llm = args.data, args.encoder, args.llm
+        for path in (data, encoder, llm):
+            if not path.is_dir():
+                p.error(f"{path}: no such folder")
     else:
         data, encoder, llm = default_system(args.work)
     cpus = os.cpu_count() or 1
@@ -102,6 +106,21 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[bench] {strategy}: one process {one['wall_s']:.1f} s ({one['step_s']:.3f} s/step), "
               f"{args.workers} Ray Train workers {many['wall_s']:.1f} s (set-up {many['setup_s']:.1f} s, "
               f"{many['step_s']:.3f} s/step), max relative loss difference {diff:.1e}", flush=True)
+    # What a Ray Train V2 report costs, side by side in this run: the first strategy again under Ray Train,
+    # reporting after every step (each report is a collective through a synchronisation actor).
+    first = args.strategies[0]
+    every = run(align_config("embedded", {"strategy": first, "max_steps": args.steps, "batch_size": args.batch,
+                                          "log_every": 1, "llm_lr": 1e-4},
+                             {"scaling": {"num_workers": args.workers, "zero_stage": args.zero,
+                                          "cpus_per_worker": cpus / args.workers}}), data, encoder, llm)
+    base_run = res["runs"][first]["ray_train"]
+    res["report_cost"] = {"strategy": first, "report_every_step": every,
+                          "step_ratio": every["step_s"] / base_run["step_s"],
+                          "s_per_report": (every["step_s"] - base_run["step_s"]) * args.steps /
+                          (args.steps - args.steps // args.log_every)}
+    print(f"[bench] {first} under Ray Train, a report every step: {every['step_s']:.3f} s/step against "
+          f"{base_run['step_s']:.3f} every {args.log_every} ({res['report_cost']['s_per_report']:.2f} s per "
+          "extra report)", flush=True)
     write_json(args.out, res)
     print(f"[bench] wrote {args.out}")
 

@@ -99,6 +99,10 @@ def align_workers_figures(r: dict) -> list[dict]:
                     b["wall_ratio"], "x", ctx),
                 fig(f"align_workers.{strategy}.step_ratio", f"alignment ({strategy}), time per step, Ray Train / one "
                     "process", b["step_ratio"], "x", ctx + f"; a progress report every {r['log_every']} steps")]
+    if "report_cost" in r:
+        c = r["report_cost"]
+        out.append(fig("align_workers.s_per_report", "Ray Train V2 progress report, cost each", c["s_per_report"], "s",
+                       f"{c['strategy']}: a report after every step vs every {r['log_every']}, same run"))
     return out
 
 
