@@ -51,6 +51,7 @@ from uqa_ray.align.train import (Steps, _optimizer, batch_inputs, build_model, c
 from uqa_ray.config import build, to_dict
 from uqa_ray.encoders.config import input_columns
 from uqa_ray.pretrain.ds_config import engine_config, resolve_precision
+from uqa_ray.pretrain.loop import allreduce_sum
 
 SAVED = "aligned"  # rank 0's folder inside the reported checkpoint
 
@@ -69,12 +70,6 @@ def ds_config(cfg: AlignConfig, world: int, on_gpu: bool) -> dict[str, Any]:
     return engine_config(micro_batch=math.ceil(cfg.batch_size / world), grad_accum=1, zero_stage=s.zero_stage,
                          precision=resolve_precision("auto", on_gpu), grad_clip=cfg.grad_clip, extra=extra,
                          user_json=s.deepspeed)
-
-
-def _allreduce(values: list[float], device: torch.device) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 @contextlib.contextmanager
@@ -128,7 +123,7 @@ def run_rank(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | Path, ll
                     loss_sum = loss_sum * float("nan")  # one rank only: the all-reduce must spread it
                 local = loss_sum.item()
                 finite = math.isfinite(local)
-                s_loss, s_n, bad = _allreduce([local if finite else 0.0, float(n), 0.0 if finite else 1.0], device)
+                s_loss, s_n, bad = allreduce_sum([local if finite else 0.0, float(n), 0.0 if finite else 1.0], device)
                 if bad:
                     raise DivergedError(f"non-finite training loss on {int(bad)} of {world} ranks")
                 engine.backward(loss_sum * (world / s_n))

@@ -39,7 +39,8 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _allreduce(values: list[float], device: torch.device) -> list[float]:
+def allreduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sums over all ranks (float64; the values themselves without a process group)."""
     t = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_initialized():
         dist.all_reduce(t)
@@ -108,7 +109,7 @@ def evaluate(engine, session, cfg: PretrainConfig, enc_cfg, device: torch.device
             for k, v in metric_sums(ranks, cfg.ks).items():
                 sums[k] += v
     module.train()
-    total = dict(zip(keys, _allreduce([sums[k] for k in keys], device)))
+    total = dict(zip(keys, allreduce_sum([sums[k] for k in keys], device)))
     return finalize(total)
 
 
@@ -150,7 +151,7 @@ def _damage(d: Path, rank: int) -> str | None:
 
 def _all_agree(ok: bool, device: torch.device) -> bool:
     # Every rank must take the same checkpoint, or ranks resume at different steps and deadlock.
-    return _allreduce([0.0 if ok else 1.0], device)[0] == 0.0
+    return allreduce_sum([0.0 if ok else 1.0], device)[0] == 0.0
 
 
 def _load(engine, d: Path, rank: int) -> dict[str, Any]:
@@ -245,7 +246,7 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
             finite = math.isfinite(loss.item())
             # One small all-reduce per step: every rank must learn that ANY rank diverged, or the
             # others would block in the next ZeRO collective.
-            s_loss, s_n, bad = _allreduce([loss.item() * n if finite else 0.0, n, 0.0 if finite else 1.0], device)
+            s_loss, s_n, bad = allreduce_sum([loss.item() * n if finite else 0.0, n, 0.0 if finite else 1.0], device)
             if bad:
                 # No checkpoint of this state: the last one reported stays the run's latest, good one. Ray
                 # Train V2 keeps only checkpointed metrics, so the facts reach the driver as the return value.
