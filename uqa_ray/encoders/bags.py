@@ -17,7 +17,7 @@ from torch import nn
 
 from uqa_ray.data.schema import BPE_COLUMNS, BPE_VOCAB_KEY, ID_COLUMNS
 from uqa_ray.encoders.config import input_columns
-from uqa_ray.encoders.layers import Embedding, EmbeddingBag, Linear
+from uqa_ray.encoders.layers import Embedding, EmbeddingBag, io_linear
 from uqa_ray.io import InputError
 
 if TYPE_CHECKING:
@@ -35,15 +35,19 @@ class ItemInput(nn.Module):
         self.vocab = {c: int(cfg.vocab[c]) for c in self.id_columns}
         if self.bpe_columns:
             self.vocab.update({c: int(cfg.vocab[BPE_VOCAB_KEY]) for c in self.bpe_columns})
-        std = cfg.init_std
+        std, official = cfg.init_std, cfg.official
+        # The release's tables have no padding row (row 0 trains like any other); ours keep row 0 at zero.
+        pad = None if official else 0
         # ModuleDict keys cannot contain '.', column names do not.
         self.tables = nn.ModuleDict(
-            {c: Embedding(self.vocab[c], cfg.item_dim if c == ITEM else cfg.side_dim, std=std)
+            {c: Embedding(self.vocab[c], cfg.item_dim if c == ITEM else cfg.side_dim, padding_idx=pad, std=std,
+                          truncated=official)
              for c in self.id_columns}
         )
-        self.bpe = EmbeddingBag(int(cfg.vocab[BPE_VOCAB_KEY]), cfg.side_dim, std=std) if self.bpe_columns else None
+        self.bpe = (EmbeddingBag(int(cfg.vocab[BPE_VOCAB_KEY]), cfg.side_dim, std=std, truncated=official)
+                    if self.bpe_columns else None)
         self.in_dim = cfg.item_dim + cfg.side_dim * (len(self.columns) - 1)
-        self.proj = Linear(self.in_dim, cfg.d_model, bias=False, std=std)
+        self.proj = io_linear(cfg, self.in_dim, cfg.d_model)
 
     @property
     def item_embedding(self) -> nn.Embedding:

@@ -10,8 +10,9 @@ RelativeBucketedTimeAndPositionBasedBias: one learned weight per causal distance
 plus, when the batch has timestamps (`ts`, seconds), one learned weight per log bucket
 floor(ln(max(|ts_i - ts_j|, 1)) / 0.301) (clamped to hstu_time_buckets). Deviation: HSTU buckets
 against the *next* event's timestamp (the request time); we use the query's own timestamp so the
-encoder stays strictly causal on stored logs. `official_no_bias=True` drops the bias entirely, which is
-what the official UQABench run does in effect (it passes no timestamps, so its bias is never applied).
+encoder stays strictly causal on stored logs. `official=True` (or `use_rel_bias=False`) drops the bias
+entirely: what the official UQABench run does in effect (it passes no timestamps, so its bias is never
+applied).
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class Block(nn.Module):
         self.uvqk = Linear(cfg.d_model, 2 * h * (dl + da), std=cfg.init_std)
         self.o = Linear(h * dl, cfg.d_model, bias=True, std=cfg.init_std)
         self.drop = nn.Dropout(cfg.dropout)
-        use_bias = cfg.use_rel_bias and not cfg.official_no_bias
+        use_bias = cfg.use_rel_bias and not cfg.official
         self.rab = RelativeBias(cfg.max_len, cfg.hstu_time_buckets, cfg.init_std) if use_bias else None
 
     def forward(self, x: torch.Tensor, ts: torch.Tensor | None) -> torch.Tensor:
@@ -84,7 +85,7 @@ class HSTU(nn.Module):
     def __init__(self, cfg: "EncoderConfig") -> None:
         super().__init__()
         self.max_len = cfg.max_len
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.input_dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:

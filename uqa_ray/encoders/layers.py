@@ -7,52 +7,73 @@ their own `__init__`), never in a parent's post-construction `apply`.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from uqa_ray.encoders.config import EncoderConfig
+
+
+def init_table(weight: torch.Tensor, std: float, truncated: bool) -> None:
+    """N(0, std), or the official release's truncated normal (cut at +-2 std)."""
+    if truncated:
+        nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+    else:
+        nn.init.normal_(weight, mean=0.0, std=std)
+
 
 class Linear(nn.Linear):
-    """nn.Linear with N(0, std) weights and zero bias (the paper: Gaussian init, std 0.02)."""
+    """nn.Linear with N(0, std) weights and zero bias (the paper: Gaussian init, std 0.02), or with
+    `std=None` PyTorch's own default init (kaiming-uniform weight, uniform bias), as a plain `nn.Linear`
+    of the official release has."""
 
-    def __init__(self, d_in: int, d_out: int, bias: bool = False, std: float = 0.02) -> None:
+    def __init__(self, d_in: int, d_out: int, bias: bool = False, std: float | None = 0.02) -> None:
         self.std = std
         super().__init__(d_in, d_out, bias=bias)
 
     def reset_parameters(self) -> None:
+        if self.std is None:
+            super().reset_parameters()
+            return
         nn.init.normal_(self.weight, mean=0.0, std=self.std)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
 
 class Embedding(nn.Embedding):
-    """nn.Embedding with N(0, std) rows; the padding row stays zero and gets no gradient."""
+    """nn.Embedding with N(0, std) rows (truncated at +-2 std if asked); a padding row, when there is one,
+    stays zero and gets no gradient."""
 
-    def __init__(self, n: int, d: int, padding_idx: int | None = 0, std: float = 0.02) -> None:
-        self.std = std
+    def __init__(self, n: int, d: int, padding_idx: int | None = 0, std: float = 0.02, truncated: bool = False) -> None:
+        self.std, self.truncated = std, truncated
         super().__init__(n, d, padding_idx=padding_idx)
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight, mean=0.0, std=self.std)
+        init_table(self.weight, self.std, self.truncated)
         self._fill_padding_idx_with_zero()
 
 
 class EmbeddingBag(nn.EmbeddingBag):
     """Mean-mode bag with padding_idx 0: padding tokens are left out of the mean (an all-padding bag
-    gives a zero vector)."""
+    gives a zero vector), which is what the official offsets-built bags compute, since id 0 is the
+    tokenizer's pad token and never a real token (data/tokenizer.py)."""
 
-    def __init__(self, n: int, d: int, std: float = 0.02) -> None:
-        self.std = std
+    def __init__(self, n: int, d: int, std: float = 0.02, truncated: bool = False) -> None:
+        self.std, self.truncated = std, truncated
         super().__init__(n, d, mode="mean", padding_idx=0)
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight, mean=0.0, std=self.std)
+        init_table(self.weight, self.std, self.truncated)
         self._fill_padding_idx_with_zero()
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm (LLaMA), computed in fp32 for bf16 stability."""
+    """RMSNorm (LLaMA), computed in fp32 and cast back before the weight multiply (as the official
+    TransformerPlus); eps 1e-5 as the release."""
 
-    def __init__(self, d: int, eps: float = 1e-6) -> None:
+    def __init__(self, d: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(d))
@@ -60,7 +81,15 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        return y.to(x.dtype) * self.weight
+
+
+def io_linear(cfg: "EncoderConfig", d_in: int, d_out: int) -> Linear:
+    """The linear maps around the backbone: item input -> d_model (`proj1` in the release) and
+    d_model -> item_dim before the tied softmax (`proj2`)."""
+    if cfg.official:
+        return Linear(d_in, d_out, bias=True, std=None)
+    return Linear(d_in, d_out, bias=False, std=cfg.init_std)
 
 
 def zero_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

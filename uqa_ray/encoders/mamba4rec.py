@@ -133,7 +133,7 @@ class Mamba4Rec(nn.Module):
 
     def __init__(self, cfg: "EncoderConfig") -> None:
         super().__init__()
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.input_dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:

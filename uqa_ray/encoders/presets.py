@@ -34,11 +34,11 @@ SEQ_LENS = (32, 64, 128, 256, 512)
 
 PRESETS: dict[str, dict[str, Any]] = {
     **{k: {"name": "trm_pp", "n_layers": l, "d_model": d, "n_heads": h} for k, (l, d, h) in TRM_SIZES.items()},
-    "gru4rec-official": {"name": "gru4rec"},
-    "sasrec-official": {"name": "sasrec"},
-    "mamba4rec-official": {"name": "mamba4rec"},
-    "hstu-official": {"name": "hstu"},
-    "trm_pp-official": {"name": "trm_pp"},
+    "gru4rec-official": {"name": "gru4rec", "official": True},
+    "sasrec-official": {"name": "sasrec", "official": True},
+    "mamba4rec-official": {"name": "mamba4rec", "official": True},
+    "hstu-official": {"name": "hstu", "official": True},
+    "trm_pp-official": {"name": "trm_pp", "official": True},
     # Small enough for CPU tests and `tiny` data.
     "tiny": {"name": "trm_pp", "n_layers": 2, "d_model": 64, "n_heads": 2, "max_len": 64},
 }

@@ -46,7 +46,7 @@ class SASRec(nn.Module):
     def __init__(self, cfg: "EncoderConfig") -> None:
         super().__init__()
         self.pos = Embedding(cfg.max_len, cfg.d_model, padding_idx=None, std=cfg.init_std)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.input_dropout)
         self.blocks = nn.ModuleList(Block(cfg, cfg.ffn_dim or 3 * cfg.d_model) for _ in range(cfg.n_layers))
         self.final_ln = nn.LayerNorm(cfg.d_model)
 

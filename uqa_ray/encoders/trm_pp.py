@@ -85,7 +85,7 @@ class TrmPP(nn.Module):
     def __init__(self, cfg: "EncoderConfig") -> None:
         super().__init__()
         f = cfg.ffn_dim or ffn_width(cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.input_dropout)
         self.blocks = nn.ModuleList(Block(cfg, f) for _ in range(cfg.n_layers))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """`PretrainObjective`: encoder + next-item head + loss, one module for the trainer to wrap.
 
 Next-item prediction at every valid position (UQABENCH.md section 3): the state at click t, projected
-by a bias-free linear d_model -> item_dim (128, official), is scored against the item-id embedding table
-of the encoder's own input (tied output). The padding row 0 is not an item: it is left out of every
-softmax, so target id k is row k-1 of `item_table()`. Because every encoder is causal, one pass over the
-full sequence serves all positions (`data.collate.next_item_targets`).
+by a linear d_model -> item_dim (128, official; `layers.io_linear`), is scored against the item-id
+embedding table of the encoder's own input (tied output). Row 0 (padding) is not an item: by default it
+is left out of every softmax (target id k is row k-1 of `item_table()`); with `official=True` the softmax
+runs over every row, row 0 included, as the release's does. Because every encoder is causal, one pass
+over the full sequence serves all positions (`data.collate.next_item_targets`).
 
 ZeRO-3 note: `item_table()` reads the item embedding's weight outside that embedding's own forward.
 Under ZeRO-3 register it once with `deepspeed.zero.register_external_parameter(objective, p)` for each
@@ -18,7 +19,7 @@ from torch import nn
 from uqa_ray.data.collate import last_item_targets, next_item_targets
 from uqa_ray.encoders.base import build_encoder
 from uqa_ray.encoders.config import EncoderConfig
-from uqa_ray.encoders.layers import Linear
+from uqa_ray.encoders.layers import io_linear
 from uqa_ray.pretrain.losses import IGNORE, LossConfig, chunked_cross_entropy, info_nce, sampled_softmax
 
 
@@ -29,7 +30,8 @@ class PretrainObjective(nn.Module):
         super().__init__()
         self.enc_cfg, self.loss_cfg = enc_cfg, loss_cfg or LossConfig()
         self.encoder = build_encoder(enc_cfg)
-        self.head = Linear(enc_cfg.d_model, enc_cfg.item_dim, bias=False, std=enc_cfg.init_std)
+        self.head = io_linear(enc_cfg, enc_cfg.d_model, enc_cfg.item_dim)
+        self.first_row = 0 if enc_cfg.official else 1  # the softmax's first row of the item table
         n_items = enc_cfg.vocab["uni_seq_item_id"] - 1
         # Sampling step, saved in checkpoints, so a resumed run draws the same negatives.
         self.register_buffer("sample_step", torch.zeros((), dtype=torch.long))
@@ -37,7 +39,7 @@ class PretrainObjective(nn.Module):
         if self.loss_cfg.kind == "sampled" and self.loss_cfg.sampler == "popularity":
             if item_counts is None or item_counts.shape[0] != n_items + 1:
                 raise ValueError(f"popularity sampling needs item_counts of length {n_items + 1} (ids 0..{n_items})")
-            q = item_counts[1:].double() + 1.0  # add-one: every item stays drawable
+            q = item_counts[self.first_row:].double() + 1.0  # add-one: every row stays drawable
             log_q = (q / q.sum()).log().float()
         self.register_buffer("log_q", log_q, persistent=False)
 
@@ -45,14 +47,14 @@ class PretrainObjective(nn.Module):
         return [self.encoder.item_input.item_embedding.weight]
 
     def item_table(self) -> torch.Tensor:
-        """(n_items, item_dim): row k-1 is item id k."""
-        return self.encoder.item_input.item_embedding.weight[1:]
+        """The softmax's rows: item ids 1.. (row k-1 is id k), or with `official` every row (row k is id k)."""
+        return self.encoder.item_input.item_embedding.weight[self.first_row:]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{"loss": mean loss over predicted positions (0-dim), "n": their number (0-dim long tensor)}."""
         q = self.head(self.encoder(batch))
         tgt = next_item_targets(batch)
-        tgt = torch.where(tgt > 0, tgt - 1, torch.full_like(tgt, IGNORE)).reshape(-1)
+        tgt = torch.where(tgt > 0, tgt - self.first_row, torch.full_like(tgt, IGNORE)).reshape(-1)
         q = q.reshape(-1, q.shape[-1])
         w, cfg = self.item_table(), self.loss_cfg
         if cfg.kind == "ce":
