@@ -47,7 +47,7 @@ class EncoderConfig:
     # The official release's module facts (UQABENCH.md section 3) where this lab's default departs from
     # them: input projection and head as plain nn.Linear (bias, PyTorch init), truncated-normal tables
     # without a padding row, softmax over every row of the item table, no dropout before the first block,
-    # HSTU without its (never applied) relative bias. docs/encoders.md says what differs and why.
+    # HSTU without its (never applied) relative bias.
     official: bool = False
     # GRU4Rec
     gru_hidden: int = 1024
