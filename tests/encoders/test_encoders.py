@@ -87,7 +87,7 @@ def test_hstu_relative_bias_is_applied_and_official_option_drops_it():
     assert not torch.allclose(y, y_no_ts)  # time bias used when timestamps are given
     assert not torch.allclose(y, y_pos)  # position bias used
     torch.manual_seed(0)
-    official = build_encoder(cfg("hstu", official=True)).eval()
+    official = build_encoder(cfg("hstu", release=True)).eval()
     assert all(blk.rab is None for blk in official.backbone.blocks)
     with torch.no_grad():
         torch.testing.assert_close(official(x), official({k: v for k, v in x.items() if k != "ts"}))

@@ -90,7 +90,7 @@ def test_failed_save_keeps_previous_export_and_bad_dirs_are_clear(tmp_path, monk
 def test_params_command(tmp_path, capsys):
     assert main(["params"]) == 0
     out = capsys.readouterr().out
-    assert "1.2B" in out and "hstu-official" in out and "1,233,223,680" in out
+    assert "1.2B" in out and "hstu-official" in out and "1,233,225,728" in out
     meta = tmp_path / "meta.json"
     meta.write_text(json.dumps({"vocab": VOCAB}))
     assert main(["params", "--vocab", str(meta), "--max-len", "64"]) == 0

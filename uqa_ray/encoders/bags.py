@@ -10,6 +10,7 @@ reduction per column and a single host sync, so a bad id is a clear `InputError`
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Mapping
 
 import torch
@@ -35,19 +36,20 @@ class ItemInput(nn.Module):
         self.vocab = {c: int(cfg.vocab[c]) for c in self.id_columns}
         if self.bpe_columns:
             self.vocab.update({c: int(cfg.vocab[BPE_VOCAB_KEY]) for c in self.bpe_columns})
-        std, official = cfg.init_std, cfg.official
+        std, release = cfg.init_std, cfg.release
         # The release's tables have no padding row (row 0 trains like any other); ours keep row 0 at zero.
-        pad = None if official else 0
+        pad = None if release else 0
         # ModuleDict keys cannot contain '.', column names do not.
         self.tables = nn.ModuleDict(
             {c: Embedding(self.vocab[c], cfg.item_dim if c == ITEM else cfg.side_dim, padding_idx=pad, std=std,
-                          truncated=official)
+                          truncated=release)
              for c in self.id_columns}
         )
-        self.bpe = (EmbeddingBag(int(cfg.vocab[BPE_VOCAB_KEY]), cfg.side_dim, std=std, truncated=official)
+        self.bpe = (EmbeddingBag(int(cfg.vocab[BPE_VOCAB_KEY]), cfg.side_dim, std=std, truncated=release)
                     if self.bpe_columns else None)
         self.in_dim = cfg.item_dim + cfg.side_dim * (len(self.columns) - 1)
-        self.proj = io_linear(cfg, self.in_dim, cfg.d_model)
+        # The item-id block comes first in the concatenation: it is the projection's identity block.
+        self.proj = io_linear(cfg, self.in_dim, cfg.d_model, identity_cols=cfg.item_dim, gain=math.sqrt(cfg.d_model))
 
     @property
     def item_embedding(self) -> nn.Embedding:

@@ -44,11 +44,12 @@ class EncoderConfig:
     item_dim: int = 128  # item-id table width (official); the output head is tied to it
     side_dim: int = 64  # every other table (official)
     init_std: float = 0.02
-    # The official release's module facts (UQABENCH.md section 3) where this lab's default departs from
-    # them: input projection and head as plain nn.Linear (bias, PyTorch init), truncated-normal tables
-    # without a padding row, softmax over every row of the item table, no dropout before the first block,
-    # HSTU without its (never applied) relative bias.
-    official: bool = False
+    # The official release's exact module facts (UQABENCH.md section 3) where this lab's learning default
+    # departs from them (docs/encoders.md): input projection and head as plain nn.Linear (bias, PyTorch
+    # init) instead of an identity copy path, truncated-normal tables without a padding row, softmax over
+    # every row of the item table, no final norm on Trm++/HSTU/Mamba4Rec, HSTU without its (never
+    # applied) relative bias. The `*-release` presets set it.
+    release: bool = False
     # GRU4Rec
     gru_hidden: int = 1024
     # Mamba4Rec (Mamba2 blocks)
@@ -68,8 +69,9 @@ class EncoderConfig:
 
     @property
     def input_dropout(self) -> float:
-        """Dropout on the backbone's input: the release has none (UQABENCH.md section 3)."""
-        return 0.0 if self.official else self.dropout
+        """SASRec's dropout on its input embedding (Kang & McAuley 2018); the release has none
+        (UQABENCH.md section 3), nor do the other backbones, release or not."""
+        return 0.0 if self.release else self.dropout
 
     def __post_init__(self) -> None:
         if self.name not in ENCODERS:

@@ -3,6 +3,10 @@
 2-layer GRU, hidden 1024, no bias, then dropout 0.1, a linear layer back to d_model and a LayerNorm.
 A GRU is causal by construction; right padding comes after every valid step, so no packing is needed.
 The GRU keeps torch's default uniform init (set in nn.GRU's own reset_parameters).
+
+The learning default adds the input to the output before the LayerNorm, LN(x + W drop(h)): a residual
+path that carries the current click's embedding to the head from the first step (docs/encoders.md), which
+the recurrent state would otherwise have to learn to copy through 1024 gates. The release has none.
 """
 from __future__ import annotations
 
@@ -24,7 +28,9 @@ class GRU4Rec(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.out = Linear(cfg.gru_hidden, cfg.d_model, bias=True, std=cfg.init_std)
         self.norm = nn.LayerNorm(cfg.d_model)
+        self.residual = not cfg.release
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
         h, _ = self.gru(x)
-        return self.norm(self.out(self.drop(h)))
+        y = self.out(self.drop(h))
+        return self.norm(x + y if self.residual else y)

@@ -3,14 +3,15 @@
 Each block: U, V, Q, K = split(SiLU(W_uvqk * LayerNorm(x))) (no bias; widths per head: linear 256,
 attention 256, 8 heads); A = SiLU(Q K^T + rab) / n on the causal triangle, with n = max_len so that the
 scale does not depend on how much padding a batch has; y = W_o(dropout(LayerNorm(A V) * U)) + x.
-No absolute positions and no final norm.
+No absolute positions; no final norm in the release, an RMSNorm in the learning default
+(`layers.final_norm`, docs/encoders.md).
 
 Relative attention bias (rab), per block, shared by heads, as in HSTU's
 RelativeBucketedTimeAndPositionBasedBias: one learned weight per causal distance i - j (0..max_len-1),
 plus, when the batch has timestamps (`ts`, seconds), one learned weight per log bucket
 floor(ln(max(|ts_i - ts_j|, 1)) / 0.301) (clamped to hstu_time_buckets). Deviation: HSTU buckets
 against the *next* event's timestamp (the request time); we use the query's own timestamp so the
-encoder stays strictly causal on stored logs. `official=True` (or `use_rel_bias=False`) drops the bias
+encoder stays strictly causal on stored logs. `release=True` (or `use_rel_bias=False`) drops the bias
 entirely: what the official UQABench run does in effect (it passes no timestamps, so its bias is never
 applied).
 """
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uqa_ray.encoders.layers import Linear
+from uqa_ray.encoders.layers import Linear, final_norm
 
 if TYPE_CHECKING:
     from uqa_ray.encoders.config import EncoderConfig
@@ -57,7 +58,7 @@ class Block(nn.Module):
         self.uvqk = Linear(cfg.d_model, 2 * h * (dl + da), std=cfg.init_std)
         self.o = Linear(h * dl, cfg.d_model, bias=True, std=cfg.init_std)
         self.drop = nn.Dropout(cfg.dropout)
-        use_bias = cfg.use_rel_bias and not cfg.official
+        use_bias = cfg.use_rel_bias and not cfg.release
         self.rab = RelativeBias(cfg.max_len, cfg.hstu_time_buckets, cfg.init_std) if use_bias else None
 
     def forward(self, x: torch.Tensor, ts: torch.Tensor | None) -> torch.Tensor:
@@ -85,13 +86,12 @@ class HSTU(nn.Module):
     def __init__(self, cfg: "EncoderConfig") -> None:
         super().__init__()
         self.max_len = cfg.max_len
-        self.drop = nn.Dropout(cfg.input_dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = final_norm(cfg)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[1] > self.max_len:
             raise ValueError(f"hstu: sequence length {x.shape[1]} exceeds max_len {self.max_len}")
-        x = self.drop(x)
         for blk in self.blocks:
             x = blk(x, ts)
-        return x
+        return self.final_norm(x)

@@ -27,10 +27,12 @@ def init_table(weight: torch.Tensor, std: float, truncated: bool) -> None:
 class Linear(nn.Linear):
     """nn.Linear with N(0, std) weights and zero bias (the paper: Gaussian init, std 0.02), or with
     `std=None` PyTorch's own default init (kaiming-uniform weight, uniform bias), as a plain `nn.Linear`
-    of the official release has."""
+    of the official release has. `identity_cols=k` starts the first k input columns as `gain` times the
+    identity (`gain * eye(d_out, k)`: a copy of them into the first outputs), the others N(0, std)."""
 
-    def __init__(self, d_in: int, d_out: int, bias: bool = False, std: float | None = 0.02) -> None:
-        self.std = std
+    def __init__(self, d_in: int, d_out: int, bias: bool = False, std: float | None = 0.02,
+                 identity_cols: int = 0, gain: float = 1.0) -> None:
+        self.std, self.identity_cols, self.gain = std, identity_cols, gain
         super().__init__(d_in, d_out, bias=bias)
 
     def reset_parameters(self) -> None:
@@ -38,6 +40,9 @@ class Linear(nn.Linear):
             super().reset_parameters()
             return
         nn.init.normal_(self.weight, mean=0.0, std=self.std)
+        if self.identity_cols:
+            with torch.no_grad():
+                self.weight[:, : self.identity_cols] = self.gain * torch.eye(self.weight.shape[0], self.identity_cols)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
@@ -84,12 +89,27 @@ class RMSNorm(nn.Module):
         return y.to(x.dtype) * self.weight
 
 
-def io_linear(cfg: "EncoderConfig", d_in: int, d_out: int) -> Linear:
+def io_linear(cfg: "EncoderConfig", d_in: int, d_out: int, identity_cols: int, gain: float = 1.0) -> Linear:
     """The linear maps around the backbone: item input -> d_model (`proj1` in the release) and
-    d_model -> item_dim before the tied softmax (`proj2`)."""
-    if cfg.official:
+    d_model -> item_dim before the tied softmax (`proj2`).
+
+    The release builds both as nn.Linear with PyTorch's init: the path that copies a history item's own
+    embedding to the output (what repeat-heavy click logs reward most) then starts as a random map that
+    training must first undo. The learning default starts that path as the identity instead: the item-id
+    block of the input projection (`identity_cols` = item_dim, `gain` sqrt(d_model): the Transformer's
+    embedding scale, Vaswani et al. 2017 section 3.4, which SASRec's own code keeps) and the head
+    (`identity_cols` = d_model) are `eye`, so at init the head reads back the item embedding the
+    backbone's residual stream carries, above the blocks' own initial outputs."""
+    if cfg.release:
         return Linear(d_in, d_out, bias=True, std=None)
-    return Linear(d_in, d_out, bias=False, std=cfg.init_std)
+    return Linear(d_in, d_out, bias=False, std=cfg.init_std, identity_cols=identity_cols, gain=gain)
+
+
+def final_norm(cfg: "EncoderConfig") -> nn.Module:
+    """RMSNorm on the output of a backbone the release leaves unnormalized (Trm++, HSTU, Mamba4Rec):
+    the tied softmax's logits are then on the scale SASRec's and GRU4Rec's final norms give, not ~100x
+    smaller. The release: none (an Identity, no parameters)."""
+    return nn.Identity() if cfg.release else RMSNorm(cfg.d_model)
 
 
 def zero_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

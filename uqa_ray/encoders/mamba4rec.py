@@ -1,8 +1,9 @@
 """Mamba4Rec (Liu et al. 2024) with Mamba2 blocks at the official UQABench settings (UQABENCH.md s. 3).
 
 4 pre-norm residual blocks x + dropout(Mamba2(RMSNorm(x))), d_state 128, expand 2, head dim 64, no MLP,
-no final norm. `Mamba2` keeps mamba_ssm's parameter names and layout (in_proj, conv1d, dt_bias, A_log,
-D, norm, out_proj; one group), so weights move between the two implementations. On CUDA with
+no final norm in the release (an RMSNorm in the learning default, docs/encoders.md). `Mamba2` keeps
+mamba_ssm's parameter names and layout (in_proj, conv1d, dt_bias, A_log, D, norm, out_proj; one group),
+so weights move between the two implementations. On CUDA with
 `mamba_ssm` importable it runs mamba_ssm's fused SSD kernel; otherwise `ssd_chunked`, the same chunked
 state-space-duality algorithm in plain PyTorch (Dao & Gu 2024, "ssd_minimal").
 """
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uqa_ray.encoders.layers import Linear, RMSNorm
+from uqa_ray.encoders.layers import Linear, RMSNorm, final_norm
 
 if TYPE_CHECKING:
     from uqa_ray.encoders.config import EncoderConfig
@@ -133,11 +134,10 @@ class Mamba4Rec(nn.Module):
 
     def __init__(self, cfg: "EncoderConfig") -> None:
         super().__init__()
-        self.drop = nn.Dropout(cfg.input_dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = final_norm(cfg)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.drop(x)
         for blk in self.blocks:
             x = blk(x)
-        return x
+        return self.final_norm(x)

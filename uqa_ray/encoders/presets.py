@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from uqa_ray.config import build
 from uqa_ray.encoders.config import OFFICIAL_VOCAB, EncoderConfig
+from uqa_ray.encoders.registry import ENCODERS
 from uqa_ray.io import InputError
 
 TRM_SIZES: dict[str, tuple[int, int, int]] = {  # table 5: (layers, d_model, heads)
@@ -34,11 +35,9 @@ SEQ_LENS = (32, 64, 128, 256, 512)
 
 PRESETS: dict[str, dict[str, Any]] = {
     **{k: {"name": "trm_pp", "n_layers": l, "d_model": d, "n_heads": h} for k, (l, d, h) in TRM_SIZES.items()},
-    "gru4rec-official": {"name": "gru4rec", "official": True},
-    "sasrec-official": {"name": "sasrec", "official": True},
-    "mamba4rec-official": {"name": "mamba4rec", "official": True},
-    "hstu-official": {"name": "hstu", "official": True},
-    "trm_pp-official": {"name": "trm_pp", "official": True},
+    # The official configurations with this lab's learning default, and with the release's exact modules.
+    **{f"{n}-official": {"name": n} for n in ENCODERS},
+    **{f"{n}-release": {"name": n, "release": True} for n in ENCODERS},
     # Small enough for CPU tests and `tiny` data.
     "tiny": {"name": "trm_pp", "n_layers": 2, "d_model": 64, "n_heads": 2, "max_len": 64},
 }

@@ -2,7 +2,8 @@
 
 Pre-norm RMSNorm, RoPE (base 10000) on queries and keys, SwiGLU FFN of width 256*ceil(8/3*d/256), no
 biases, causal scaled-dot-product attention, dropout 0.1, N(0, 0.02) init with the two output
-projections of each block at 0.02/sqrt(2L) (GPT-2/LLaMA residual scaling), and no final norm.
+projections of each block at 0.02/sqrt(2L) (GPT-2/LLaMA residual scaling). No final norm in the release;
+the learning default adds an RMSNorm (`layers.final_norm`, docs/encoders.md).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uqa_ray.encoders.layers import Linear, RMSNorm
+from uqa_ray.encoders.layers import Linear, RMSNorm, final_norm
 
 if TYPE_CHECKING:
     from uqa_ray.encoders.config import EncoderConfig
@@ -85,11 +86,10 @@ class TrmPP(nn.Module):
     def __init__(self, cfg: "EncoderConfig") -> None:
         super().__init__()
         f = cfg.ffn_dim or ffn_width(cfg.d_model)
-        self.drop = nn.Dropout(cfg.input_dropout)
         self.blocks = nn.ModuleList(Block(cfg, f) for _ in range(cfg.n_layers))
+        self.final_norm = final_norm(cfg)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.drop(x)
         for blk in self.blocks:
             x = blk(x)
-        return x
+        return self.final_norm(x)

@@ -51,6 +51,9 @@ class PretrainConfig:
     encoder: dict[str, Any] = dataclasses.field(default_factory=dict)  # EncoderConfig overrides
     max_len: int = 512  # table 6 varies this: 32 ... 512
     input_mode: Literal["full", "no_text", "no_side"] = "full"  # table 3
+    # Training rows (data/windows.py): "last" = each user's last max_len clicks, as the official loader;
+    # "sliding" = windows covering every click of long histories once per epoch.
+    windows: Literal["last", "sliding"] = "last"
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     scaling: ScalingSpec = ScalingSpec()
@@ -96,3 +99,8 @@ class PretrainConfig:
         return preset_config(
             self.preset, vocab, **{"max_len": self.max_len, "input_mode": self.input_mode, **self.encoder}
         )
+
+    @property
+    def seq_len(self) -> int:
+        """Clicks per training row: the encoder's max_len (an `encoder.max_len` override wins)."""
+        return self.encoder_config(OFFICIAL_VOCAB).max_len

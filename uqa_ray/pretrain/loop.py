@@ -30,6 +30,7 @@ from uqa_ray.pretrain.ds_config import deepspeed_config, resolve_precision
 from uqa_ray.pretrain.flops import flops_per_position, peak_flops
 from uqa_ray.pretrain.metrics import finalize, metric_sums, target_ranks
 from uqa_ray.pretrain.objective import PretrainObjective
+from uqa_ray.pretrain.session import RaySession, eval_rows
 
 CKPT_TAG = "ckpt"
 LOOP_STATE = ("epoch", "step_in_epoch", "global_step", "history", "window")  # what a checkpoint resumes
@@ -89,28 +90,52 @@ def _gathered(params: list[torch.nn.Parameter], enabled: bool):
         yield
 
 
-def evaluate(engine, session, cfg: PretrainConfig, enc_cfg, device: torch.device) -> dict[str, float]:
-    """HR@k / NDCG@k on the last click of this rank's eval users, summed over all ranks."""
+def evaluate(engine, session, cfg: PretrainConfig, enc_cfg, device: torch.device
+             ) -> tuple[dict[str, float], list[list[int]]]:
+    """HR@k / NDCG@k on the last click of every eval user, and the eval next-item loss over every position
+    of their sequences (`loss`, full softmax): each rank scores its stride of each batch
+    (`session.eval_rows`), and the sums are all-reduced. Also this rank's [eval row, rank] pairs (row =
+    the user's index in the eval stream, i.e. the file order), for per-user results."""
     module = engine.module
     module.eval()
-    keys = ["n"] + [f"{m}@{k}" for k in cfg.ks for m in ("HR", "NDCG")]
+    keys = ["n"] + [f"{m}@{k}" for k in cfg.ks for m in ("HR", "NDCG")] + ["loss_sum", "positions"]
     sums = dict.fromkeys(keys, 0.0)
     weight = module.encoder.item_input.item_embedding.weight
+    per_user, offset = [], 0
     with torch.no_grad():
         for batch in session.eval_batches():
-            b = _to_device(collate(batch, enc_cfg.max_len), device)
-            q, target = module.last_queries(b)
+            rows, keep = eval_rows(batch, session.rank, session.world)
+            start, offset = offset, offset + batch.num_rows
+            b = _to_device(collate(rows, enc_cfg.max_len), device)
+            q, last, target = module.eval_queries(b)
             # Under ZeRO-3 the table is gathered per batch and only AFTER the forward: the encoder's own
             # forward re-partitions it on exit, even inside an outer GatheredParameters.
             with _gathered([weight], cfg.zero_stage == 3):
                 if weight.shape != (enc_cfg.vocab["uni_seq_item_id"], enc_cfg.item_dim):
                     raise RuntimeError(f"item table not gathered for evaluation: shape {tuple(weight.shape)}")
-                ranks = target_ranks(q, weight, target)
+                ranks = target_ranks(last, weight, target)
+                loss_sum, positions = module.eval_loss(q, b, weight)
+            if not keep:
+                continue
+            per_user += [[start + session.rank + session.world * i, r] for i, r in enumerate(ranks.tolist())]
             for k, v in metric_sums(ranks, cfg.ks).items():
                 sums[k] += v
+            sums["loss_sum"] += float(loss_sum)
+            sums["positions"] += float(positions)
     module.train()
     total = dict(zip(keys, allreduce_sum([sums[k] for k in keys], device)))
-    return finalize(total)
+    loss_sum, positions = total.pop("loss_sum"), total.pop("positions")
+    metrics = finalize(total) | {"loss": loss_sum / positions if positions else math.nan, "positions": positions}
+    return metrics, per_user
+
+
+def gather_pairs(pairs: list[list[int]]) -> list[list[int]]:
+    """Every rank's pairs, sorted (the same on every rank)."""
+    if not dist.is_initialized():
+        return sorted(pairs)
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, pairs)
+    return sorted(p for part in out for p in part)
 
 
 def save_checkpoint(engine, session, state: dict[str, Any], metrics: dict[str, Any]) -> None:
@@ -208,8 +233,6 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
     if not on_gpu:
         # Ray Train gives each CPU worker its cpus_per_worker; oversubscribing the cores is slower.
         torch.set_num_threads(max(1, int(run.get("threads", 1))))
-    from uqa_ray.pretrain.session import RaySession
-
     session = session_factory(cfg) if session_factory else RaySession(cfg)
     enc_cfg = cfg.encoder_config(run["vocab"])
     engine, ds_cfg = build_engine(cfg, enc_cfg, on_gpu)
@@ -284,6 +307,7 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
                 break
         elapsed = time.perf_counter() - clock if clock is not None else 0.0
         finished = cfg.max_steps and state["global_step"] >= cfg.max_steps
+        eval_metrics, eval_ranks = evaluate(engine, session, cfg, enc_cfg, device)
         metrics = {
             "epoch": epoch + 1,
             "step": state["global_step"],
@@ -291,8 +315,8 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
             "positions_per_s": positions / elapsed if elapsed > 0 else math.nan,
             "precision": precision,
             "zero_stage": cfg.zero_stage,
-            **{f"eval/{k}": v for k, v in evaluate(engine, session, cfg, enc_cfg, device).items()},
-            **{f"mostpop/{k}": v for k, v in run.get("mostpop", {}).items()},
+            **{f"eval/{k}": v for k, v in eval_metrics.items()},
+            **{f"baseline/{b}/{k}": v for b, m in run.get("baselines", {}).items() for k, v in m.items()},
             **resumed,  # where this process resumed, and any checkpoint it had to skip
         }
         if peak:
@@ -303,6 +327,8 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
         if finished:
             state["epoch"] = cfg.optim.epochs
         metrics["final"] = state["epoch"] >= cfg.optim.epochs
+        if metrics["final"]:  # per-user ranks once, for CIs and paired comparisons (trainer writes them)
+            metrics["eval_ranks"] = gather_pairs(eval_ranks)
         save_checkpoint(engine, session, dict(state), metrics)
         if session.rank == 0:
             hr = metrics.get("eval/HR@10", math.nan)

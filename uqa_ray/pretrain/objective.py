@@ -3,7 +3,7 @@
 Next-item prediction at every valid position (UQABENCH.md section 3): the state at click t, projected
 by a linear d_model -> item_dim (128, official; `layers.io_linear`), is scored against the item-id
 embedding table of the encoder's own input (tied output). Row 0 (padding) is not an item: by default it
-is left out of every softmax (target id k is row k-1 of `item_table()`); with `official=True` the softmax
+is left out of every softmax (target id k is row k-1 of `item_table()`); with `release=True` the softmax
 runs over every row, row 0 included, as the release's does. Because every encoder is causal, one pass
 over the full sequence serves all positions (`data.collate.next_item_targets`).
 
@@ -30,8 +30,8 @@ class PretrainObjective(nn.Module):
         super().__init__()
         self.enc_cfg, self.loss_cfg = enc_cfg, loss_cfg or LossConfig()
         self.encoder = build_encoder(enc_cfg)
-        self.head = io_linear(enc_cfg, enc_cfg.d_model, enc_cfg.item_dim)
-        self.first_row = 0 if enc_cfg.official else 1  # the softmax's first row of the item table
+        self.head = io_linear(enc_cfg, enc_cfg.d_model, enc_cfg.item_dim, identity_cols=enc_cfg.d_model)
+        self.first_row = 0 if enc_cfg.release else 1  # the softmax's first row of the item table
         n_items = enc_cfg.vocab["uni_seq_item_id"] - 1
         # Sampling step, saved in checkpoints, so a resumed run draws the same negatives.
         self.register_buffer("sample_step", torch.zeros((), dtype=torch.long))
@@ -47,15 +47,18 @@ class PretrainObjective(nn.Module):
         return [self.encoder.item_input.item_embedding.weight]
 
     def item_table(self) -> torch.Tensor:
-        """The softmax's rows: item ids 1.. (row k-1 is id k), or with `official` every row (row k is id k)."""
+        """The softmax's rows: item ids 1.. (row k-1 is id k), or with `release` every row (row k is id k)."""
         return self.encoder.item_input.item_embedding.weight[self.first_row:]
+
+    def _rows(self, q: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries (B*T, item_dim) and softmax-row targets (B*T,), IGNORE where there is no next click."""
+        tgt = next_item_targets(batch)
+        tgt = torch.where(tgt > 0, tgt - self.first_row, torch.full_like(tgt, IGNORE)).reshape(-1)
+        return q.reshape(-1, q.shape[-1]), tgt
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{"loss": mean loss over predicted positions (0-dim), "n": their number (0-dim long tensor)}."""
-        q = self.head(self.encoder(batch))
-        tgt = next_item_targets(batch)
-        tgt = torch.where(tgt > 0, tgt - self.first_row, torch.full_like(tgt, IGNORE)).reshape(-1)
-        q = q.reshape(-1, q.shape[-1])
+        q, tgt = self._rows(self.head(self.encoder(batch)), batch)
         w, cfg = self.item_table(), self.loss_cfg
         if cfg.kind == "ce":
             loss = chunked_cross_entropy(q, w, tgt, cfg.chunk_size)
@@ -75,6 +78,27 @@ class PretrainObjective(nn.Module):
         h = self.encoder(batch)
         h = h[torch.arange(h.shape[0], device=h.device), pos]
         return self.head(h), target
+
+    @torch.no_grad()
+    def eval_queries(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One encoder pass for evaluation: (queries (B, T, item_dim) at every position, the last click's
+        query (B, item_dim), its target id (B,), 0 = none)."""
+        q = self.head(self.encoder(batch))
+        pos, target = last_item_targets(batch)
+        return q, q[torch.arange(q.shape[0], device=q.device), pos], target
+
+    @torch.no_grad()
+    def eval_loss(self, q: torch.Tensor, batch: dict[str, torch.Tensor], item_table: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed full-softmax next-item loss over every predicted position, their number) from
+        `eval_queries`'s queries and the whole item-id table (under ZeRO-3: gathered by the caller). The
+        full cross-entropy whatever the training loss, so every run reports on one scale."""
+        rows, tgt = self._rows(q, batch)
+        n = (tgt >= 0).sum()
+        if not n:
+            return q.new_zeros((), dtype=torch.float32), n
+        w = item_table[self.first_row:].float()
+        return chunked_cross_entropy(rows.float(), w, tgt, self.loss_cfg.chunk_size) * n, n
 
     @torch.no_grad()
     def score_last(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -18,6 +18,15 @@ import numpy as np
 import pyarrow as pa
 
 from uqa_ray.data.schema import PRETRAIN_FILES
+from uqa_ray.data.windows import sliding_windows
+
+
+def eval_rows(batch: pa.Table, rank: int, world: int) -> tuple[pa.Table, bool]:
+    """This rank's stride of an eval batch (rows rank, rank + world, ...), so every eval row is scored by
+    exactly one rank whatever the world size. A rank whose stride is empty gets the batch's first row
+    and `False` (score nothing): it must still run the forward, whose ZeRO-3 gathers are collectives."""
+    mine = np.arange(rank, batch.num_rows, world)
+    return (batch.take(mine), True) if len(mine) else (batch.slice(0, 1), False)
 
 
 @contextlib.contextmanager
@@ -50,8 +59,10 @@ class RaySession:
         )
 
     def eval_batches(self) -> Iterator[pa.Table]:
+        """The WHOLE eval set on every rank (it is not split), in batches of eval_batch x world rows; each
+        rank scores its stride of each batch (`eval_rows`)."""
         shard = self._train.get_dataset_shard("eval")
-        return shard.iter_batches(batch_size=self.cfg.eval_batch, batch_format="pyarrow")
+        return shard.iter_batches(batch_size=self.cfg.eval_batch * self.world, batch_format="pyarrow")
 
     def checkpoints(self) -> list[tuple[str, Callable[[], ContextManager[Path]]]]:
         """This run's checkpoints, newest first: (where it lives, opener of a local folder).
@@ -96,6 +107,8 @@ class TorchrunSession:
             split: pa.ipc.open_file(pa.memory_map(str(Path(cfg.data) / name), "r")).read_all()
             for split, name in PRETRAIN_FILES.items()
         }
+        if cfg.windows == "sliding":
+            self._tables["train"] = sliding_windows(self._tables["train"], cfg.seq_len)
 
     def _rows(self, split: str, order: np.ndarray, batch: int, drop_last: bool) -> Iterator[pa.Table]:
         table = self._tables[split]
@@ -111,9 +124,12 @@ class TorchrunSession:
         return self._rows("train", order, self.cfg.optim.micro_batch, drop_last=True)
 
     def eval_batches(self) -> Iterator[pa.Table]:
-        n = self._tables["eval"].num_rows
-        n = min(n, self.cfg.eval_users) if self.cfg.eval_users else n
-        return self._rows("eval", np.arange(n), self.cfg.eval_batch, drop_last=False)
+        """As `RaySession.eval_batches`: the whole eval set on every rank."""
+        table = self._tables["eval"]
+        n = min(table.num_rows, self.cfg.eval_users) if self.cfg.eval_users else table.num_rows
+        step = self.cfg.eval_batch * self.world
+        for s in range(0, n, step):
+            yield table.slice(s, min(step, n - s))
 
     def checkpoints(self) -> list[tuple[str, Callable[[], ContextManager[Path]]]]:
         """`latest`, then `previous` (what `report` rotates), where they exist."""

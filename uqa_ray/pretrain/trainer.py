@@ -19,16 +19,19 @@ import torch
 
 from uqa_ray.config import content_hash, to_dict
 from uqa_ray.data.schema import META_FILE, PRETRAIN_FILES
-from uqa_ray.data.stream import arrow_file_info, read_sequences
+from uqa_ray.data.stream import read_sequences
+from uqa_ray.data.windows import count_windows, sliding_windows
 from uqa_ray.encoders.config import input_columns
 from uqa_ray.encoders.export import save_encoder
 from uqa_ray.io import InputError, write_json
+from uqa_ray.pretrain.baselines import heuristic_baselines
 from uqa_ray.pretrain.config import PretrainConfig
 from uqa_ray.pretrain.loop import CKPT_TAG, train_loop
 from uqa_ray.pretrain.objective import PretrainObjective
 
 EXPORT_DIR = "encoder"
 SUMMARY_FILE = "summary.json"
+RANKS_FILE = "eval_ranks.json"  # per eval user: the model's and each baseline's 0-based rank of the target
 STATUS_FILE = "status.json"
 
 
@@ -57,18 +60,14 @@ def run_name(cfg: PretrainConfig) -> str:
     return cfg.name or f"{cfg.preset}-L{cfg.max_len}-{cfg.input_mode}-{cfg.loss.kind}-{content_hash(key)}"
 
 
-def mostpop_baseline(train_ds, eval_ds, n_items: int, ks) -> dict[str, float]:
-    """Most-popular baseline on the same eval targets (streamed through the driver batch by batch)."""
-    from uqa_ray.data.collate import collate, last_item_targets
-    from uqa_ray.pretrain.metrics import hr_ndcg, item_counts, popularity_ranks
-
-    counts = torch.zeros(n_items, dtype=torch.long)
-    for b in train_ds.select_columns(["uni_seq_item_id"]).iter_batches(batch_size=4096, batch_format="pyarrow"):
-        counts += item_counts(b.column("uni_seq_item_id").combine_chunks(), n_items)
-    targets = []
-    for b in eval_ds.select_columns(["uni_seq_item_id"]).iter_batches(batch_size=4096, batch_format="pyarrow"):
-        targets.append(last_item_targets(collate(b, max_len=2))[1])
-    return hr_ndcg(popularity_ranks(counts, torch.cat(targets)), ks)
+def per_user_ranks(model: list[list[int]], baselines: dict[str, list]) -> dict[str, list[int]]:
+    """{"row", "model", <baseline>...}: one entry per scored eval user. Model and baselines must have
+    scored the same users; anything else is a bug, not a result."""
+    rows = [r for r, _ in model]
+    if rows != baselines["row"]:
+        raise RuntimeError(f"the model scored {len(rows)} eval users and the baselines {len(baselines['row'])}: "
+                           "they must be the same users")
+    return {"row": rows, "model": [k for _, k in model]} | {b: v for b, v in baselines.items() if b != "row"}
 
 
 def export_encoder(ckpt_dir: Path, cfg: PretrainConfig, enc_cfg, out: Path) -> Path:
@@ -160,7 +159,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     eval_ds = read_sequences(files["eval"], columns)
     if cfg.eval_users:
         eval_ds = eval_ds.limit(cfg.eval_users)
-    n_train = sum(arrow_file_info(files["train"])[1])
+    n_train = count_windows(files["train"], enc_cfg.max_len, cfg.windows)
     world = cfg.scaling.num_workers
     steps_per_epoch = (n_train // world) // cfg.optim.micro_batch
     if steps_per_epoch < 1:
@@ -169,11 +168,15 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             f"each of {world} workers"
         )
     t0 = time.perf_counter()
-    mostpop = mostpop_baseline(train_ds, eval_ds, vocab["uni_seq_item_id"], cfg.ks)
+    baselines, baseline_ranks = heuristic_baselines(files["train"], files["eval"], vocab["uni_seq_item_id"],
+                                                    enc_cfg.max_len, cfg.ks, cfg.eval_users)
+    if cfg.windows == "sliding":
+        train_ds = train_ds.map_batches(sliding_windows, fn_kwargs={"max_len": enc_cfg.max_len},
+                                        batch_format="pyarrow")
     threads = max(1, int(cfg.scaling.cpus_per_worker))
     loop_cfg = {
         **to_dict(cfg),
-        "_run": {"vocab": vocab, "steps_per_epoch": steps_per_epoch, "mostpop": mostpop,
+        "_run": {"vocab": vocab, "steps_per_epoch": steps_per_epoch, "baselines": baselines,
                  "run_dir": str(run_dir), "threads": threads},
     }
     resources = {"CPU": _cpus_per_worker(cfg), **cfg.scaling.resources_per_worker}
@@ -192,7 +195,9 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         datasets={"train": train_ds, "eval": eval_ds},
         # preserve_order makes the equal split across workers deterministic (Ray Data's OutputSplitter
         # ignores locality then), so the same seed gives the same shards and a resume the same batches.
-        dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
+        # Eval is not split: an equal split drops the remainder rows, so every worker streams all of it
+        # and scores its own stride of rows (loop.evaluate): every eval user once, whatever the world.
+        dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True)),
     )
     print(f"[pretrain] {name}: {world} workers, ZeRO-{cfg.zero_stage}, {steps_per_epoch} steps/epoch", flush=True)
     try:
@@ -205,6 +210,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     stopped = getattr(result, "return_value", None) or {}  # rank 0's return value (loop.train_loop)
     if stopped.get("status") == "diverged" or not metrics.get("final"):
         return _diverged(run_dir, name, stopped, metrics, result.checkpoint)
+    write_json(run_dir / RANKS_FILE, per_user_ranks(metrics.pop("eval_ranks", []), baseline_ranks))
     with result.checkpoint.as_directory() as d:
         export_encoder(Path(d), cfg, enc_cfg, export)
     metrics["wall_s"] = time.perf_counter() - t0
@@ -214,9 +220,11 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     for skipped in metrics.get("skipped_checkpoints", []):
         print(f"[pretrain] {name}: WARNING: resumed past a checkpoint that could not be loaded: {skipped}",
               flush=True)
-    hr, pop = metrics.get("eval/HR@10", math.nan), mostpop.get("HR@10", math.nan)
+    hr = metrics.get("eval/HR@10", math.nan)
+    pop, recent = (baselines[b].get("HR@10", math.nan) for b in ("most_popular", "recent_popular"))
     print(
-        f"[pretrain] {name}: done in {metrics['wall_s']:.0f}s, HR@10 {hr:.4f} (most-popular {pop:.4f}), "
+        f"[pretrain] {name}: done in {metrics['wall_s']:.0f}s, HR@10 {hr:.4f} (most-popular {pop:.4f}, "
+        f"recent-then-popular {recent:.4f}), "
         f"export {export}",
         flush=True,
     )
