@@ -2,6 +2,7 @@
 
     python bench/encoders.py --out bench/results/encoders.json            # ~25 min on 2 CPUs
     python bench/encoders.py --encoders sasrec trm_pp --ladder 16 32 --out /tmp/e.json
+    python bench/encoders.py --encoders gru4rec --ladder --merge --out bench/results/encoders.json   # redo one
 
 Protocol (issue 12): the `small` synthetic log (the embedded default's data), item ids only, d_model 64,
 2 layers, 2 heads, item width 64, dropout 0.2, history 20 clicks (`max_len` 21), 5 epochs, AdamW lr 2e-3,
@@ -39,7 +40,7 @@ PROTOCOL = {
     "optim": {"lr": 2e-3, "epochs": 5, "micro_batch": 16},
     "scaling": {"num_workers": 1},
 }
-LADDER_HEADS = {16: 2, 32: 2, 64: 2, 128: 4, 256: 4}
+LADDER_HEADS = {8: 2, 16: 2, 32: 2, 64: 2, 128: 4, 256: 4}
 N_BOOT = 2000
 
 
@@ -84,14 +85,15 @@ def scored(run_dir: Path) -> dict:
 def run(data: Path, storage: Path, preset: str, encoder: dict, seed: int) -> dict:
     cfg = build(PretrainConfig, PROTOCOL, {"data": str(data), "preset": preset, "storage": str(storage),
                                            "seed": seed, "encoder": PROTOCOL["encoder"] | encoder})
-    t0 = time.perf_counter()
     res = pretrain(cfg)
     if res.status != "ok":
         raise SystemExit(f"{preset}: pretraining {res.status}: {res.reason}")
     m = res.metrics
     params = count_params(cfg.encoder_config(read_meta(data)["vocab"]))
-    return {"preset": preset, "encoder": cfg.encoder, "params_dense": params["dense"], "run": res.run_dir.name,
-            "wall_s": round(time.perf_counter() - t0, 1), "positions_per_s": round(m["positions_per_s"]),
+    return {"preset": preset, "encoder": cfg.encoder, "params_dense": params["dense"], "run": str(res.run_dir),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            # The training run's own wall (a run with the same config earlier in this bench is reused).
+            "wall_s": round(m["wall_s"], 1), "reused": res.reused, "positions_per_s": round(m["positions_per_s"]),
             "eval_loss": round(m["eval/loss"], 4), **scored(res.run_dir)}
 
 
@@ -110,6 +112,7 @@ def ladder_fit(points: list[dict]) -> dict:
 
 def figure(points: list[dict], fit: dict, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -125,15 +128,41 @@ def figure(points: list[dict], fit: dict, path: Path) -> None:
     a.errorbar(x, hr, yerr=[hr - ci[:, 0], ci[:, 1] - hr], fmt="o-", capsize=3, label="Trm++")
     a.axhline(points[0]["recent_popular"]["HR@10"], ls="--", c="gray", label="recent, then popular")
     a.axhline(points[0]["most_popular"]["HR@10"], ls=":", c="gray", label="most popular")
-    for ax, label in ((a, "eval HR@10 (95% CI)"), (b, "eval loss")):
+    for ax, label in ((a, "eval HR@10 (95% CI)"), (b, "eval next-item loss (nats)")):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("dense parameters")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
-    b.set_yscale("log")
     fig.suptitle("Trm++ on `small`, issue 12's protocol, d_model varied", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def markdown(r: dict) -> str:
+    """The tables BENCHMARKS.md quotes, from a result file."""
+    def ci(m: dict, k: str) -> str:
+        lo, hi = m[f"{k}_ci95"]
+        return f"{m[k]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    lines = ["| encoder | HR@10 [95% CI] | NDCG@10 [95% CI] | model - recent, HR@10 [95% CI] | eval loss | positions/s |",
+             "|---|---|---|---|---|---|"]
+    for name, e in r["encoders"].items():
+        lo, hi = e["model-recent"]["HR@10_ci95"]
+        lines.append(f"| {name} | {ci(e['model'], 'HR@10')} | {ci(e['model'], 'NDCG@10')} | [{lo:+.3f}, {hi:+.3f}] "
+                     f"| {e['eval_loss']:.3f} | {e['positions_per_s']:,} |")
+    first = next(iter(r["encoders"].values()), None) or r["ladder"][0]
+    for b in ("most_popular", "recent_popular"):
+        lines.append(f"| {b} (same users) | {ci(first[b], 'HR@10')} | {ci(first[b], 'NDCG@10')} | | | |")
+    lines += ["", "| Trm++ d_model | dense params | HR@10 [95% CI] | eval loss |", "|---|---|---|---|"]
+    for p in r["ladder"]:
+        lines.append(f"| {p['encoder']['d_model']} | {p['params_dense']:,} | {ci(p['model'], 'HR@10')} | {p['eval_loss']:.4f} |")
+    if "ladder_fit" in r:
+        f = r["ladder_fit"]
+        lines += ["", f"Power law of eval loss in dense parameters: exponent {f['exponent']:.4f}, R² (log-log) "
+                      f"{f['r2_log_loss']:.3f}; HR@10 rises at every step: {f['hr10_rises_every_step']}; eval loss "
+                      f"falls at every step: {f['loss_falls_every_step']}."]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -142,19 +171,39 @@ def main() -> None:
     p.add_argument("--data", help="a prepared folder (default: `small`, built under --workdir)")
     p.add_argument("--workdir", default=str(ROOT / "bench" / "work" / "encoders"))
     p.add_argument("--encoders", nargs="*", default=list(ENCODERS), choices=list(ENCODERS))
-    p.add_argument("--ladder", nargs="*", type=int, default=[16, 32, 64, 128], help="Trm++ d_model values")
+    p.add_argument("--ladder", nargs="*", type=int, default=[8, 16, 32, 64], choices=sorted(LADDER_HEADS),
+                   help="Trm++ d_model values (default: four sizes about 2.2x apart in dense parameters)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--merge", action="store_true",
+                   help="keep the entries of an existing --out that this run does not redo (each entry records "
+                        "its own run folder and date); the ladder is kept unless --ladder values are given")
+    p.add_argument("--render", action="store_true",
+                   help="print the tables of an existing --out, redraw its figure (--out with .png), and exit")
     a = p.parse_args()
+    if a.render:
+        r = json.loads(Path(a.out).read_text())
+        print(markdown(r))
+        if "ladder_fit" in r:
+            figure(r["ladder"], r["ladder_fit"], Path(a.out).with_suffix(".png"))
+        return
     work = Path(a.workdir)
     data = Path(a.data) if a.data else small_data(work)
     storage = work / "runs" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())  # fresh: never a reused run
     out: dict = {"protocol": PROTOCOL, "data": str(data), "seed": a.seed, "encoders": {}, "ladder": []}
+    old = json.loads(Path(a.out).read_text()) if a.merge and Path(a.out).exists() else {}
+    if old:
+        if old["protocol"] != PROTOCOL or old["seed"] != a.seed:
+            raise SystemExit(f"{a.out}: another protocol or seed; cannot merge")
+        out["encoders"] = {k: v for k, v in old["encoders"].items() if k not in a.encoders}
+        if not a.ladder:
+            out["ladder"] = old["ladder"]
     for name in a.encoders:
         out["encoders"][name] = run(data, storage, f"{name}-official", {}, a.seed)
         print(f"[bench] {name}: {json.dumps(out['encoders'][name]['model'])}", flush=True)
     for d in a.ladder:
         out["ladder"].append(run(data, storage, "trm_pp-official", {"d_model": d, "n_heads": LADDER_HEADS[d]}, a.seed))
         print(f"[bench] trm_pp d {d}: {json.dumps(out['ladder'][-1]['model'])}", flush=True)
+    out["encoders"] = {k: out["encoders"][k] for k in ENCODERS if k in out["encoders"]}
     if len(out["ladder"]) >= 3:
         out["ladder_fit"] = ladder_fit(out["ladder"])
         figure(out["ladder"], out["ladder_fit"], Path(a.out).with_suffix(".png"))

@@ -1,7 +1,7 @@
 """The benchmark suite: run every benchmark of bench/ as a subprocess, collect the headline figures in one JSON.
 
-    python bench/suite.py                          # full sizes (~45 min on 2 quiet CPUs)
-    python bench/suite.py --quick                  # smaller sizes, a smoke run (~13 min)
+    python bench/suite.py                          # full sizes (~80 min on 2 quiet CPUs)
+    python bench/suite.py --quick                  # smaller sizes, a smoke run (~22 min)
     python bench/suite.py --only evaluate prompt_tokens
     python bench/suite.py --dry-run [--quick]      # print the commands, run nothing
     python bench/suite.py --markdown               # the numbers table of the latest suite JSON
@@ -67,6 +67,9 @@ BENCHMARKS: dict[str, dict] = {
                   "out_flag": "--result", "minutes": (6, 3)},
     "prepare": {"script": "bench/prepare.py", "full": ["--preset", "paper"], "quick": ["--preset", "small"],
                 "out_flag": "--out", "minutes": (10, 2)},
+    "encoders": {"script": "bench/encoders.py", "full": [],
+                 "quick": ["--encoders", "sasrec", "trm_pp", "--ladder", "16", "32", "64"],
+                 "out_flag": "--out", "minutes": (35, 9)},
     "embedded_default": {"script": "experiments/scale_model_size.py", "full": ["--config", "local"],
                          "quick": ["--config", "ci"], "out_flag": None, "minutes": (12, 4)},
 }

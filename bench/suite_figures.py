@@ -149,16 +149,42 @@ def embedded_default_figures(r: dict) -> list[dict]:
     return out
 
 
+def encoders_figures(r: dict) -> list[dict]:
+    ctx = "issue 12's protocol on `small` (d 64, 2 layers, item ids, history 20, 5 epochs, lr 2e-3, 16 users/step)"
+    out = []
+    for name, e in r["encoders"].items():
+        m = e["model"]
+        out += [fig(f"encoders.{name}.hr10", f"{name} HR@10", m["HR@10"], "",
+                    f"{ctx}; 95% CI {m['HR@10_ci95']}; {e['n_users']} users"),
+                fig(f"encoders.{name}.positions_per_s", f"{name} training throughput", e["positions_per_s"],
+                    "positions/s", "Ray Train + DeepSpeed, one CPU worker, ZeRO off")]
+    first = next(iter(r["encoders"].values()), None) or r["ladder"][0]
+    for b in ("most_popular", "recent_popular"):
+        out.append(fig(f"encoders.{b}.hr10", f"heuristic {b} HR@10", first[b]["HR@10"], "",
+                       f"the same users; 95% CI {first[b]['HR@10_ci95']}"))
+    for p in r["ladder"]:
+        d = p["encoder"]["d_model"]
+        out += [fig(f"encoders.ladder.d{d}.hr10", f"Trm++ d {d} ({p['params_dense']:,} dense) HR@10",
+                    p["model"]["HR@10"], "", f"95% CI {p['model']['HR@10_ci95']}"),
+                fig(f"encoders.ladder.d{d}.eval_loss", f"Trm++ d {d} eval next-item loss", p["eval_loss"], "nats")]
+    if "ladder_fit" in r:
+        f = r["ladder_fit"]
+        out.append(fig("encoders.ladder.fit_r2", "Trm++ ladder: R² of the power law of eval loss in params",
+                       f["r2_log_loss"], "", f"exponent {f['exponent']:.4f}"))
+    return out
+
+
 COLLECTORS: dict[str, Callable[[dict], list[dict]]] = {
     "prepare": prepare_figures, "pretrain": pretrain_figures, "evaluate": evaluate_figures,
     "questions": questions_figures, "prompt_tokens": prompt_tokens_figures,
     "embedded_default": embedded_default_figures, "align_workers": align_workers_figures,
+    "encoders": encoders_figures,
 }
 # What each standalone script writes by default in bench/results/ (the embedded default has no script of
 # its own: the suite builds its JSON from the lab's output).
 RESULT_FILES = {"prepare": "prepare.json", "pretrain": "pretrain.json", "evaluate": "evaluate.json",
                 "questions": "questions.json", "prompt_tokens": "prompt_tokens.json",
-                "align_workers": "align_workers.json"}
+                "align_workers": "align_workers.json", "encoders": "encoders.json"}
 
 
 # -- the embedded default: stage times from the lab's stdout ---------------------------------------------

@@ -222,8 +222,11 @@ def test_trm_pp_equals_a_reference_written_from_the_facts(train):
 
 
 def test_gru4rec_residual_only_in_the_learning_default():
-    """Release: LN(W drop(h)); ours: LN(x + W drop(h)). With W and its bias at zero only ours sees x."""
+    """Release: LN(W drop(h)), W ~ N(0, 0.02); ours: LN(x + W drop(h)) with W starting at zero. With W
+    and its bias at zero only ours sees x."""
     x = batch()
+    assert float(objective("gru4rec", False).encoder.backbone.out.weight.detach().abs().max()) == 0.0
+    assert float(objective("gru4rec", True).encoder.backbone.out.weight.detach().std()) == pytest.approx(0.02, rel=0.1)
     for release in (True, False):
         model = objective("gru4rec", release).eval()
         with torch.no_grad():

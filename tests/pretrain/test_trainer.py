@@ -14,6 +14,7 @@ import torch
 from uqa_ray.config import build
 from uqa_ray.data.collate import collate
 from uqa_ray.data.stream import open_ipc
+from uqa_ray.data.windows import count_windows
 from uqa_ray.encoders import load_encoder
 from uqa_ray.pretrain.config import PretrainConfig
 from uqa_ray.pretrain.trainer import pretrain, run_name
@@ -52,6 +53,22 @@ def test_two_workers_score_every_eval_user_and_baselines_the_same_users(zero2, t
     assert m["baseline/most_popular/n"] == m["baseline/recent_popular/n"] == m["eval/n"]
     summary = json.loads((zero2.run_dir / "summary.json").read_text())
     assert summary["metrics"]["eval/HR@10"] == m["eval/HR@10"]
+
+
+def test_one_worker_sliding_windows_same_eval_users(zero2, tiny_data, tmp_path):
+    # One worker instead of two: the same eval users and baselines. Sliding windows: one epoch is
+    # every window of every training user (count_windows), cut into micro-batches.
+    res = pretrain(_cfg(tiny_data, tmp_path, zero_stage=0, windows="sliding", optim={"epochs": 1},
+                        scaling={"num_workers": 1, "cpus_per_worker": 1}, checkpoint_every=0))
+    assert res.status == "ok"
+    m = res.metrics
+    for k in ("eval/n", "baseline/most_popular/HR@10", "baseline/recent_popular/NDCG@10"):
+        assert m[k] == zero2.metrics[k], k
+    windows = count_windows(tiny_data / "pretrain_data_train.arrow", 32, "sliding")
+    users = count_windows(tiny_data / "pretrain_data_train.arrow", 32, "last")
+    assert windows > users and m["step"] == windows // 8, (m["step"], windows, users)
+    ranks = json.loads((res.run_dir / "eval_ranks.json").read_text())
+    assert len(ranks["row"]) == len(ranks["model"]) == m["eval/n"]
 
 
 def test_loss_falls(zero2):

@@ -4,9 +4,11 @@
 A GRU is causal by construction; right padding comes after every valid step, so no packing is needed.
 The GRU keeps torch's default uniform init (set in nn.GRU's own reset_parameters).
 
-The learning default adds the input to the output before the LayerNorm, LN(x + W drop(h)): a residual
-path that carries the current click's embedding to the head from the first step (docs/encoders.md), which
-the recurrent state would otherwise have to learn to copy through 1024 gates. The release has none.
+The learning default adds the input to the output before the LayerNorm, LN(x + W drop(h)), with W
+starting at zero (a residual branch that starts closed, as zero-init residual branches do: Goyal et al.
+2017, Fixup): at init the head reads the current click's own embedding, which the recurrent state would
+otherwise have to learn to copy through 1024 gates, and the GRU's contribution grows from there
+(docs/encoders.md). The release has neither.
 """
 from __future__ import annotations
 
@@ -26,9 +28,9 @@ class GRU4Rec(nn.Module):
         super().__init__()
         self.gru = nn.GRU(cfg.d_model, cfg.gru_hidden, num_layers=cfg.n_layers, bias=False, batch_first=True)
         self.drop = nn.Dropout(cfg.dropout)
-        self.out = Linear(cfg.gru_hidden, cfg.d_model, bias=True, std=cfg.init_std)
-        self.norm = nn.LayerNorm(cfg.d_model)
         self.residual = not cfg.release
+        self.out = Linear(cfg.gru_hidden, cfg.d_model, bias=True, std=0.0 if self.residual else cfg.init_std)
+        self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
         h, _ = self.gru(x)

@@ -117,7 +117,7 @@ def evaluate(engine, session, cfg: PretrainConfig, enc_cfg, device: torch.device
                 loss_sum, positions = module.eval_loss(q, b, weight)
             if not keep:
                 continue
-            per_user += [[start + session.rank + session.world * i, r] for i, r in enumerate(ranks.tolist())]
+            per_user += [[start + session.rank + session.world * i, r] for i, r in enumerate(ranks.tolist()) if r >= 0]
             for k, v in metric_sums(ranks, cfg.ks).items():
                 sums[k] += v
             sums["loss_sum"] += float(loss_sum)
