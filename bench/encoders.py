@@ -1,6 +1,6 @@
 """Next-item accuracy of the five encoders under one fixed protocol, and a Trm++ size ladder.
 
-    python bench/encoders.py --out bench/results/encoders.json            # ~25 min on 2 CPUs
+    python bench/encoders.py --out bench/results/encoders.json            # ~35 min on 2 CPUs (GRU4Rec ~16)
     python bench/encoders.py --encoders sasrec trm_pp --ladder 16 32 --out /tmp/e.json
     python bench/encoders.py --encoders gru4rec --ladder --merge --out bench/results/encoders.json   # redo one
 

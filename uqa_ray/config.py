@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import types
 import typing
@@ -175,6 +176,22 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return conv(cfg)
+
+
+def source_hash(*packages: str, length: int = 12) -> str:
+    """Stable short hash of the Python sources of `packages` ("uqa_ray.encoders", ...): part of the key of
+    an output that depends on code as much as on config, so a code change never reuses what older code
+    made (a finished pretraining run, say)."""
+    h = hashlib.sha256()
+    for pkg in packages:
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"source_hash: no package {pkg!r}")
+        root = Path(spec.origin).parent
+        for f in sorted(root.rglob("*.py")):
+            h.update(f"{pkg}/{f.relative_to(root).as_posix()}\n".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:length]
 
 
 def content_hash(*parts: Any, length: int = 12) -> str:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from uqa_ray.config import ConfigError, build, content_hash, parse_dotted, to_dict
+from uqa_ray.config import ConfigError, build, content_hash, parse_dotted, source_hash, to_dict
 from uqa_ray.io import atomic_path, write_json, write_new_json
 
 
@@ -61,3 +61,27 @@ def test_build_overrides_types_and_errors():
         build(Outer, {"inner": {"betas": [0.9]}})
     assert build(Outer, to_dict(cfg)) == cfg
     assert content_hash(cfg) == content_hash(build(Outer, to_dict(cfg))) != content_hash(Outer())
+
+
+def test_source_hash_follows_the_code(tmp_path, monkeypatch):
+    pkg = tmp_path / "fakepkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "m.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = source_hash("fakepkg")
+    assert source_hash("fakepkg") == first  # stable
+    (pkg / "sub" / "m.py").write_text("X = 2\n")
+    assert source_hash("fakepkg") != first  # any source change changes the key
+    with pytest.raises(ValueError, match="no package"):
+        source_hash("no_such_package_here")
+
+
+def test_pretraining_run_name_includes_the_code(monkeypatch):
+    import uqa_ray.pretrain.trainer as trainer
+    from uqa_ray.pretrain.config import PretrainConfig
+
+    name = trainer.run_name(PretrainConfig())
+    assert name.startswith("trm_pp-official-L512-full-ce-") and name == trainer.run_name(PretrainConfig())
+    monkeypatch.setattr(trainer, "source_hash", lambda *pkgs: "other code")
+    assert trainer.run_name(PretrainConfig()) != name

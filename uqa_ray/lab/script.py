@@ -49,5 +49,5 @@ def main(script: str, doc: str, argv: list[str] | None = None) -> int:
     except (InputError, ConfigError) as e:
         print(f"{experiment}: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({k: v for k, v in summary.items() if k != "analysis"}))
+    print(json.dumps({k: v for k, v in summary.items() if k != "analysis"}), flush=True)
     return 0 if summary["ok"] == summary["trials"] else 1

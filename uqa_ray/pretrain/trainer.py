@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from uqa_ray.config import content_hash, to_dict
+from uqa_ray.config import content_hash, source_hash, to_dict
 from uqa_ray.data.schema import META_FILE, PRETRAIN_FILES
 from uqa_ray.data.stream import read_sequences
 from uqa_ray.data.windows import count_windows, sliding_windows
@@ -33,6 +33,7 @@ EXPORT_DIR = "encoder"
 SUMMARY_FILE = "summary.json"
 RANKS_FILE = "eval_ranks.json"  # per eval user: the model's and each baseline's 0-based rank of the target
 STATUS_FILE = "status.json"
+WEIGHTS_CODE = ("uqa_ray.data", "uqa_ray.encoders", "uqa_ray.pretrain")
 
 
 @dataclasses.dataclass
@@ -54,10 +55,13 @@ def read_meta(data: str | Path) -> dict[str, Any]:
 
 
 def run_name(cfg: PretrainConfig) -> str:
-    # Keyed by everything that changes the weights (not by scaling or storage), so a rerun resumes.
+    # Keyed by everything that changes the weights (not by scaling or storage), so a rerun resumes: the
+    # config, and the code of the packages that build, feed and train the model (`WEIGHTS_CODE`), so a
+    # code change never silently reuses a run that older code finished.
     key = dataclasses.replace(cfg, scaling=type(cfg.scaling)(), name="", storage="", max_failures=0, fail_at_step=0,
                               nan_at_step=0)
-    return cfg.name or f"{cfg.preset}-L{cfg.max_len}-{cfg.input_mode}-{cfg.loss.kind}-{content_hash(key)}"
+    key_hash = content_hash(key, source_hash(*WEIGHTS_CODE))
+    return cfg.name or f"{cfg.preset}-L{cfg.max_len}-{cfg.input_mode}-{cfg.loss.kind}-{key_hash}"
 
 
 def per_user_ranks(model: list[list[int]], baselines: dict[str, list]) -> dict[str, list[int]]:
