@@ -17,8 +17,7 @@ import pyarrow as pa
 from uqa_ray.data.collate import ITEM_COLUMN
 from uqa_ray.data.stream import open_ipc
 
-WINDOWS = ("last", "sliding")
-Window = Literal["last", "sliding"]
+Window = Literal["last", "sliding"]  # the one home of the window kinds (PretrainConfig.windows)
 
 
 def window_bounds(lengths: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

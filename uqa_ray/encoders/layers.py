@@ -107,8 +107,8 @@ def io_linear(cfg: "EncoderConfig", d_in: int, d_out: int, identity_cols: int, g
 
 def final_norm(cfg: "EncoderConfig") -> nn.Module:
     """RMSNorm on the output of a backbone the release leaves unnormalized (Trm++, HSTU, Mamba4Rec):
-    the tied softmax's logits are then on the scale SASRec's and GRU4Rec's final norms give, not ~100x
-    smaller. The release: none (an Identity, no parameters)."""
+    the tied softmax's logits are then on the scale SASRec's and GRU4Rec's final norms give, not set by
+    the raw residual stream's small init scale. The release: none (an Identity, no parameters)."""
     return nn.Identity() if cfg.release else RMSNorm(cfg.d_model)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from uqa_ray.data.windows import Window
 from uqa_ray.encoders.config import OFFICIAL_VOCAB
 from uqa_ray.encoders.presets import PRESETS, preset_config
 from uqa_ray.pretrain.losses import LossConfig
@@ -53,7 +54,7 @@ class PretrainConfig:
     input_mode: Literal["full", "no_text", "no_side"] = "full"  # table 3
     # Training rows (data/windows.py): "last" = each user's last max_len clicks, as the official loader;
     # "sliding" = windows covering every click of long histories once per epoch.
-    windows: Literal["last", "sliding"] = "last"
+    windows: Window = "last"
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     scaling: ScalingSpec = ScalingSpec()

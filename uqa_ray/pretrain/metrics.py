@@ -83,7 +83,7 @@ def popularity_ranks(counts: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 def recent_popular_ranks(history: torch.Tensor, counts: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Recent-items-then-popular baseline: the distinct items of each row's `history` (B, T), most recent
     (highest position) first, then every other item in most-popular order. 0 in `history` is padding.
-    Data like Taobao's, where a third of next clicks repeat one of the last 20, make this a strong floor."""
+    On repeat-heavy logs this is a strong floor (docs/encoders.md)."""
     pop = _popularity_order(counts).numpy()
     hist, tgt = history.cpu().numpy(), target.cpu().numpy()
     rank = np.full(len(tgt), -1, dtype=np.int64)
