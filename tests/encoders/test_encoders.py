@@ -74,10 +74,11 @@ def test_right_padding_does_not_change_valid_outputs(name):
     torch.testing.assert_close(alone[0], y[2, :2], atol=1e-5, rtol=1e-5)
 
 
-def test_hstu_relative_bias_is_applied_and_official_option_drops_it():
+def test_hstu_relative_bias_is_applied_when_asked_and_off_by_default():
     x = batch()
+    assert all(blk.rab is None for blk in build_encoder(cfg("hstu")).backbone.blocks)
     torch.manual_seed(0)
-    model = build_encoder(cfg("hstu")).eval()
+    model = build_encoder(cfg("hstu", use_rel_bias=True)).eval()
     with torch.no_grad():
         y = model(x)
         y_no_ts = model({k: v for k, v in x.items() if k != "ts"})
@@ -87,7 +88,7 @@ def test_hstu_relative_bias_is_applied_and_official_option_drops_it():
     assert not torch.allclose(y, y_no_ts)  # time bias used when timestamps are given
     assert not torch.allclose(y, y_pos)  # position bias used
     torch.manual_seed(0)
-    official = build_encoder(cfg("hstu", release=True)).eval()
+    official = build_encoder(cfg("hstu", release=True, use_rel_bias=True)).eval()
     assert all(blk.rab is None for blk in official.backbone.blocks)
     with torch.no_grad():
         torch.testing.assert_close(official(x), official({k: v for k, v in x.items() if k != "ts"}))

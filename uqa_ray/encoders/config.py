@@ -63,15 +63,16 @@ class EncoderConfig:
     hstu_linear_dim: int = 256
     hstu_attn_dim: int = 256
     hstu_time_buckets: int = 128
-    use_rel_bias: bool = True
+    use_rel_bias: bool = False  # off as in the official run (hstu.py); docs/encoders.md: measured
     # Trm++
     rope_base: float = 10000.0
 
     @property
     def input_dropout(self) -> float:
-        """SASRec's dropout on its input embedding (Kang & McAuley 2018); the release has none
-        (UQABENCH.md section 3), nor do the other backbones, release or not."""
-        return 0.0 if self.release else self.dropout
+        """Dropout on the input embeddings where the backbone's own paper has one: SASRec (Kang &
+        McAuley 2018) and HSTU (its input preprocessor, Zhai et al. 2024). The release has none
+        (UQABENCH.md section 3), nor do the other backbones."""
+        return self.dropout if ENCODERS[self.name].input_dropout and not self.release else 0.0
 
     def __post_init__(self) -> None:
         if self.name not in ENCODERS:

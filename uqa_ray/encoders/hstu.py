@@ -11,9 +11,10 @@ RelativeBucketedTimeAndPositionBasedBias: one learned weight per causal distance
 plus, when the batch has timestamps (`ts`, seconds), one learned weight per log bucket
 floor(ln(max(|ts_i - ts_j|, 1)) / 0.301) (clamped to hstu_time_buckets). Deviation: HSTU buckets
 against the *next* event's timestamp (the request time); we use the query's own timestamp so the
-encoder stays strictly causal on stored logs. `release=True` (or `use_rel_bias=False`) drops the bias
-entirely: what the official UQABench run does in effect (it passes no timestamps, so its bias is never
-applied).
+encoder stays strictly causal on stored logs. The bias is built only with `use_rel_bias=True` (off by
+default, and always off with `release=True`): the official UQABench run passes no timestamps, so its
+bias is never applied. Input embeddings get HSTU's own input dropout in the learning default
+(`EncoderConfig.input_dropout`).
 """
 from __future__ import annotations
 
@@ -86,12 +87,14 @@ class HSTU(nn.Module):
     def __init__(self, cfg: "EncoderConfig") -> None:
         super().__init__()
         self.max_len = cfg.max_len
+        self.drop = nn.Dropout(cfg.input_dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.final_norm = final_norm(cfg)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, ts: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[1] > self.max_len:
             raise ValueError(f"hstu: sequence length {x.shape[1]} exceeds max_len {self.max_len}")
+        x = self.drop(x)
         for blk in self.blocks:
             x = blk(x, ts)
         return self.final_norm(x)
