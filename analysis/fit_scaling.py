@@ -8,7 +8,11 @@ For each series (overall and the three task groups) it fits a saturating power l
 an extrapolation check (fit without the largest x, predict it). Records whose status is not `ok` are
 listed and excluded from the fits; records without an encoder (text baselines, controls) have no x and
 are listed as such. `--paper` adds the paper's own table (5 for params, 6 for seq_len) fitted the same
-way, so both can be drawn side by side. Output: `<out>/fit_<x>.json`, written atomically.
+way, so both can be drawn side by side. Beside the accuracy series, `ours` holds `pretrain` (the encoders'
+own next-item HR@10 x 100 against the same x, one point per encoder, fitted the same way: did pretraining
+itself scale?) and `controls` (every other method: no-embedding floor, random embedding, oracle, Text-k;
+overall accuracy with its CI), which the plot draws as horizontal lines.
+Output: `<out>/fit_<x>.json`, written atomically.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import paper
+from analysis.aggregate import cell
 from analysis.fitting import LOGLIN, POWER, FitError, fit_series
 from analysis.records import GROUPS, SCORERS, col, excluded_summary, load_records
 from uqa_ray.config import ConfigError
@@ -99,6 +104,26 @@ def fit_frame(use: pd.DataFrame, x: str, scorer: str, *, n_boot: int, seed: int)
     return out
 
 
+def pretrain_series(use: pd.DataFrame, x: str, *, n_boot: int, seed: int) -> dict[str, Any] | None:
+    """The encoders' pretraining HR@10 (x 100) against x, one point per distinct encoder (its records share it)."""
+    spec, c = X_SPECS[x], "pretrain.HR@10"
+    if c not in use or use[c].isna().all():
+        return None
+    pts = use[[spec.column, c]].dropna().drop_duplicates()
+    try:
+        return fit_series(pts[spec.column].to_numpy(float) / spec.unit, 100.0 * pts[c].to_numpy(float),
+                          base=spec.base, n_boot=n_boot, seed=seed)
+    except FitError as e:
+        return {"failed": str(e)}
+
+
+def controls(df: pd.DataFrame, fitted: str | None, scorer: str) -> dict[str, dict[str, float]]:
+    """Overall accuracy and CI of every other ok method: those without an x, and the random-embedding
+    control (which has its encoder's x); mean and t-interval when a method has several records."""
+    ok = df[(df["status"] == "ok") & (df["method"] != fitted)]
+    return {m: cell(g, scorer, "overall") for m, g in ok.groupby("method")}
+
+
 def run_fit(results: str | Path | None, x: str, *, paper_mode: bool = False, scorer: str = "official",
             method: str | None = None, n_boot: int = 1000, seed: int = 0,
             trial_ids: list[str] | None = None) -> dict[str, Any]:
@@ -120,7 +145,9 @@ def run_fit(results: str | Path | None, x: str, *, paper_mode: bool = False, sco
             raise InputError(f"{results}: no ok record with an encoder to fit against {x}")
         doc["ours"] = {"source": str(results), **info,
                        **({"trial_ids": sorted(trial_ids)} if trial_ids is not None else {}),
-                       "series": fit_frame(use, x, scorer, n_boot=n_boot, seed=seed)}
+                       "series": fit_frame(use, x, scorer, n_boot=n_boot, seed=seed),
+                       "pretrain": pretrain_series(use, x, n_boot=n_boot, seed=seed),
+                       "controls": controls(df, info["method"], scorer)}
     if paper_mode:
         pdf = paper.frame(spec.paper_table)
         doc["paper"] = {"source": f"paper table {spec.paper_table}", "method": "trm_pp",

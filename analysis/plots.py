@@ -4,8 +4,11 @@
 
 One colour per series (overall and the three task groups), markers at the measured points with
 per-point 95% CI bars (the scorer's CI, or over seeds), the fitted curve and its 95% bootstrap band.
-The paper's numbers (when the fit holds them, `--paper`) are drawn beside ours as hollow markers and
-dashed curves. Writes `<out>/scaling_<x>.png` and `.svg` atomically.
+The controls of the same run (methods without an x: no-embedding floor, random embedding, oracle, Text-k)
+are horizontal lines with their CI as a band. The paper's numbers (when the fit holds them, `--paper`)
+are drawn beside ours as hollow markers and dashed curves. When the records carry the encoders'
+pretraining metrics, a second panel shows pretraining HR@10 against the same x with its own fit.
+Writes `<out>/scaling_<x>.png` and `.svg` atomically.
 """
 from __future__ import annotations
 
@@ -37,6 +40,13 @@ STYLE = {  # series -> (label, colour, marker)
     "sequence_understanding": ("Sequence understanding", "tab:blue", "s"),
     "action_prediction": ("Action prediction", "tab:orange", "^"),
     "interest_perception": ("Interest perception", "tab:green", "D"),
+}
+CONTROLS = {  # method -> (label, colour, line style)
+    "no_embedding": ("No embedding (floor)", "tab:gray", ":"),
+    "random_embedding": ("Random embedding", "tab:purple", ":"),
+    "oracle": ("Oracle", "goldenrod", "-."),
+    "text20": ("Text20", "tab:brown", "--"),
+    "text50": ("Text50", "tab:pink", "--"),
 }
 TITLES = {"params": "Accuracy vs encoder size", "seq_len": "Accuracy vs pretraining sequence length"}
 
@@ -87,16 +97,52 @@ def _draw(ax, src: dict[str, Any], *, primary: bool, model: str, cis: dict | Non
     return handles
 
 
+def _draw_controls(ax, controls: dict[str, dict[str, float]]) -> list:
+    handles = []
+    for method, c in sorted(controls.items(), key=lambda kv: -kv[1]["acc"]):
+        label, colour, ls = CONTROLS.get(method, (DISPLAY.get(method, method), "tab:olive", ":"))
+        ax.axhline(c["acc"], color=colour, ls=ls, lw=1.3, zorder=1)
+        if np.isfinite(c["lo"]) and np.isfinite(c["hi"]):
+            ax.axhspan(c["lo"], c["hi"], color=colour, alpha=0.10, lw=0, zorder=0)
+        handles.append(Line2D([], [], color=colour, ls=ls, label=f"{label}: {c['acc']:.1f}%"))
+    return handles
+
+
+def _draw_pretrain(ax, s: dict[str, Any], model: str, spec) -> None:
+    """Panel 2: the encoders' own next-item HR@10 (x 100) against the same x, with its fit."""
+    px, py = np.asarray(s["points"]["x"]), np.asarray(s["points"]["mean"])
+    ax.plot(px, py, "o", color="tab:red", ms=6, zorder=4)
+    fit = s.get(model) if "params" in s.get(model, {}) else s.get(LOGLIN if model == POWER else POWER)
+    r2 = ""
+    if fit and "params" in fit:
+        grid = np.asarray(s["grid"])
+        ax.plot(grid, fit["curve"]["fit"], "-", color="tab:red", lw=1.6, zorder=2)
+        if fit["curve"]["lo"] is not None:
+            ax.fill_between(grid, fit["curve"]["lo"], fit["curve"]["hi"], color="tab:red", alpha=0.15, lw=0)
+        r2 = f", R²={fit['r2']:.2f}"
+    ax.set_xscale("log", base=spec.base)
+    ax.set_ylabel("Pretraining HR@10 (%), eval users' last click")
+    ax.set_title(f"Next-item pretraining metric{r2}", fontsize=11)
+    ax.grid(True, which="major", alpha=0.3)
+
+
 def plot_fit(doc: dict[str, Any], out: str | Path, *, results: str | Path | None = None,
              model: str = POWER) -> list[Path]:
     """Draw a fit document (from `run_fit`) to `<out>/scaling_<x>.png|svg`; returns the paths."""
     x = doc["x"]
     spec = X_SPECS[x]
     cis = _point_cis(results, doc)
-    fig, ax = plt.subplots(figsize=(10.0, 5.0))
+    pre = doc.get("ours", {}).get("pretrain")
+    pre = pre if pre and "points" in pre else None
+    if pre:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15.0, 5.0), gridspec_kw={"width_ratios": [3, 2]})
+    else:
+        fig, ax = plt.subplots(figsize=(10.0, 5.0))
+        ax2 = None
     handles = []
     if "ours" in doc:
         handles += _draw(ax, doc["ours"], primary=True, model=model, cis=cis, tag="ours")
+        handles += _draw_controls(ax, doc["ours"].get("controls", {}))
     if "paper" in doc:
         handles += _draw(ax, doc["paper"], primary="ours" not in doc, model=model, cis=None, tag="paper")
     if not handles:
@@ -112,6 +158,11 @@ def plot_fit(doc: dict[str, Any], out: str | Path, *, results: str | Path | None
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
         ax.set_xlabel("Pretraining max sequence length (log₂ scale)")
     ax.xaxis.set_minor_formatter(NullFormatter())
+    if ax2 is not None:
+        _draw_pretrain(ax2, pre, model, spec)
+        ax2.xaxis.set_major_formatter(ax.xaxis.get_major_formatter())
+        ax2.xaxis.set_minor_formatter(NullFormatter())
+        ax2.set_xlabel(ax.get_xlabel())
     ax.set_ylabel(f"Accuracy (%), {doc['scorer']} scorer")
     who = doc.get("ours", doc.get("paper", {})).get("method") or ""
     who = DISPLAY.get(who, who)
@@ -121,8 +172,12 @@ def plot_fit(doc: dict[str, Any], out: str | Path, *, results: str | Path | None
     ax.grid(True, which="major", alpha=0.3)
     handles.append(Patch(color="grey", alpha=0.25, label="95% bootstrap band of the fit"))
     # outside the axes: with eight series and bands, any inside spot hides points
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
+    if ax2 is None:
+        ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        fig.tight_layout()
+    else:  # below both panels
+        fig.tight_layout(rect=(0, 0.2, 1, 1))
+        fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=3, frameon=False)
     out = Path(out)
     paths = []
     for fmt in ("png", "svg"):

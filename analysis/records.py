@@ -33,7 +33,7 @@ META_COLUMNS = (
     "file", "experiment", "trial_id", "status", "reason", "method", "encoder", "preset", "params_dense",
     "max_len", "input_mode", "loss", "adapter", "strategy", "seed", "config_hash", "prompt_tokens",
     "git_rev", "created",
-)
+) + tuple(f"pretrain.{k}" for k in ("HR@10", "NDCG@10", "loss"))  # the encoder's own eval metrics (or None)
 # acc is stored x100 and must equal 100*correct/n; the slack allows for rounding in the writer.
 ACC_TOLERANCE = 0.01
 
@@ -170,6 +170,11 @@ def parse_record(path: str | Path) -> dict[str, Any]:
         row["max_len"] = c.integer(enc, "max_len", "encoder.", minimum=1)
         row["input_mode"] = c.string(enc, "input_mode", "encoder.", choices=INPUT_MODES)
         row["loss"] = c.string(enc, "loss", "encoder.", choices=LOSSES)
+        pre = c.mapping(enc, "pretrain", "encoder.", nullable=True) if "pretrain" in enc else None
+        for k, v in (pre or {}).items():
+            if not _is_num(v):
+                c.fail(f"encoder.pretrain.{k}", f"expected a finite number, got {v!r}")
+            row[f"pretrain.{k}"] = float(v)
     row["adapter"] = c.string(rec, "adapter", nullable=True, choices=ADAPTERS)
     row["strategy"] = c.string(rec, "strategy", nullable=True, choices=STRATEGIES)
     row["seed"] = c.integer(rec, "seed")

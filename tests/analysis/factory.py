@@ -44,12 +44,14 @@ def make_record(trial_id: str, *, acc: float | dict[str, float] = 50.0, method: 
                 params: int | None = 25_000_000, max_len: int = 512, preset: str = "25M", seed: int = 0,
                 status: str = "ok", reason: str | None = None, n: int = 1000, loss: str = "ce",
                 input_mode: str = "full", adapter: str | None = "mean_pool", strategy: str | None = "adapter",
-                prompt_tokens: float = 130.0, experiment: str = "exp") -> dict[str, Any]:
-    """One record; `acc` is one value for every sub-task or a {sub-task: acc} mapping."""
+                prompt_tokens: float = 130.0, experiment: str = "exp",
+                pretrain: dict[str, float] | None = None) -> dict[str, Any]:
+    """One record; `acc` is one value for every sub-task or a {sub-task: acc} mapping; `pretrain` the
+    encoder's own eval metrics (HR@10 as a fraction, as pretraining reports it)."""
     sub = acc if isinstance(acc, dict) else {t: acc for t in SUBTASK_GROUP}
     encoder = None if params is None else {
         "name": method, "preset": preset, "params_dense": params, "max_len": max_len,
-        "input_mode": input_mode, "loss": loss}
+        "input_mode": input_mode, "loss": loss, "pretrain": pretrain}
     return {
         "experiment": experiment, "trial_id": trial_id, "status": status, "reason": reason,
         "config": {"seed": seed}, "config_hash": "abc123", "method": method, "encoder": encoder,

@@ -111,6 +111,7 @@ def analyse(cfg: LabConfig, results: Path, reports: Path, trial_ids: list[str]) 
     """Fits, plots and tables from the result records only (analysis/ never sees the models): those of
     this run's trials, so that another config of the same experiment in the same workdir (ci, then
     local) does not leak into this one's report."""
+    from analysis.fit_scaling import summary
     from analysis.records import load_records
     from analysis.report import build_report
     from analysis.tables import write_table
@@ -124,6 +125,10 @@ def analyse(cfg: LabConfig, results: Path, reports: Path, trial_ids: list[str]) 
     doc, paths = build_report(results, reports, x=cfg.x, scorer=cfg.scorer, table=cfg.table or None,
                               paper=True, method=method, trial_ids=trial_ids)
     _say(f"analysis: {len(paths)} files -> {reports}")
+    _say(summary(doc))
+    for p in paths:
+        if p.suffix == ".md":  # the paper-style table, ours beside the paper's, at the end of the run
+            print(p.read_text(), flush=True)
     return {"paths": [str(p) for p in paths], "fit": doc}
 
 

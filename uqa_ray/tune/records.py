@@ -2,7 +2,8 @@
 
 The format is the one `analysis/records.py` validates (read its rules): experiment, trial_id (= the
 file stem), status ok | diverged | failed, reason (required unless ok), config (the full trial spec),
-config_hash, method, encoder {name, preset, params_dense, max_len, input_mode, loss} or null, adapter,
+config_hash, method, encoder {name, preset, params_dense, max_len, input_mode, loss, pretrain} or null
+(`pretrain`: the run's next-item eval metrics {HR@10, NDCG@10, loss}, or null without a summary), adapter,
 strategy (null for methods without alignment), seed, scores {official, likelihood} (questions/score.py
 dicts; empty unless ok), prompt_tokens, timings, versions, git_rev, created (ISO time).
 
@@ -22,6 +23,9 @@ from typing import Any
 from uqa_ray.io import InputError, write_new_json
 
 STATUSES = ("ok", "diverged", "failed")
+# The pretraining run's eval metrics a record carries (pretrain/loop.py `eval/<key>`): the second panel
+# of the scaling plot (analysis/plots.py) draws them against the same x.
+PRETRAIN_METRICS = ("HR@10", "NDCG@10", "loss")
 PREDICTIONS_DIR = "predictions"  # per-question correctness, for paired tests (beside the records)
 
 
@@ -94,15 +98,17 @@ def encoder_block(encoder_dir: str | Path, preset: str = "", loss: str = "") -> 
     except (OSError, KeyError, json.JSONDecodeError, ValueError) as e:
         raise InputError(f"{encoder_dir / CONFIG_FILE}: not an encoder export ({e})") from e
     summary = encoder_dir.parent / "summary.json"
-    if (not preset or not loss) and summary.is_file():
-        run = json.loads(summary.read_text()).get("config", {})
-        preset = preset or run.get("preset", "")
-        loss = loss or run.get("loss", {}).get("kind", "")
+    done = json.loads(summary.read_text()) if summary.is_file() else {}
+    run = done.get("config", {})
+    preset = preset or run.get("preset", "")
+    loss = loss or run.get("loss", {}).get("kind", "")
+    metrics = done.get("metrics", {})
+    pretrain = {k: float(metrics[f"eval/{k}"]) for k in PRETRAIN_METRICS if f"eval/{k}" in metrics} or None
     if not preset or not loss:
         raise InputError(f"{encoder_dir}: preset/loss unknown (no pretraining summary.json beside the export); "
                          "give them in the grid's encoder entry")
     return {"name": cfg.name, "preset": preset, "params_dense": int(count_params(cfg)["dense"]),
-            "max_len": int(cfg.max_len), "input_mode": cfg.input_mode, "loss": loss}
+            "max_len": int(cfg.max_len), "input_mode": cfg.input_mode, "loss": loss, "pretrain": pretrain}
 
 
 def record_method(method: str, encoder: dict | None) -> str:
