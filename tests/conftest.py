@@ -12,6 +12,20 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def user_cache(tmp_path_factory):
+    """The tests' own user cache (align/lm_cache.py): they never read or fill ~/.cache/uqa-ray."""
+    from uqa_ray.align.lm_cache import CACHE_ENV
+
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("user-cache"))
+    yield os.environ[CACHE_ENV]
+    if old is None:
+        os.environ.pop(CACHE_ENV)
+    else:
+        os.environ[CACHE_ENV] = old
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     import ray

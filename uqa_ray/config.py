@@ -179,7 +179,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def source_hash(*packages: str, length: int = 12) -> str:
-    """Stable short hash of the Python sources of `packages` ("uqa_ray.encoders", ...): part of the key of
+    """Stable short hash of the Python sources of `packages` ("uqa_ray.encoders", ...) or modules: part of the key of
     an output that depends on code as much as on config, so a code change never reuses what older code
     made (a finished pretraining run, say)."""
     h = hashlib.sha256()
@@ -187,8 +187,10 @@ def source_hash(*packages: str, length: int = 12) -> str:
         spec = importlib.util.find_spec(pkg)
         if spec is None or spec.origin is None:
             raise ValueError(f"source_hash: no package {pkg!r}")
+        # a package: every source under its folder; a plain module: its one file
         root = Path(spec.origin).parent
-        for f in sorted(root.rglob("*.py")):
+        files = sorted(root.rglob("*.py")) if spec.submodule_search_locations is not None else [Path(spec.origin)]
+        for f in files:
             h.update(f"{pkg}/{f.relative_to(root).as_posix()}\n".encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:length]

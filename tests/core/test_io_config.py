@@ -73,6 +73,12 @@ def test_source_hash_follows_the_code(tmp_path, monkeypatch):
     assert source_hash("fakepkg") == first  # stable
     (pkg / "sub" / "m.py").write_text("X = 2\n")
     assert source_hash("fakepkg") != first  # any source change changes the key
+    (pkg / "other.py").write_text("Y = 1\n")
+    one = source_hash("fakepkg.other")  # a plain module: that file alone
+    (pkg / "sub" / "m.py").write_text("X = 3\n")
+    assert source_hash("fakepkg.other") == one
+    (pkg / "other.py").write_text("Y = 2\n")
+    assert source_hash("fakepkg.other") != one
     with pytest.raises(ValueError, match="no package"):
         source_hash("no_such_package_here")
 

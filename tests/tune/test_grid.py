@@ -45,6 +45,12 @@ def test_expand_orders_trials_and_hashes_only_what_changes_results(pipe, tmp_pat
     assert config_hash(other[0]) == hashes[16]
     with pytest.raises(ValueError, match="unknown"):
         _spec(pipe, methods=["text7"])
+    # one random control, for the last (largest) encoder only: its trials are those of the full grid
+    last = expand(_spec(pipe, methods=["encoder", "random"], random_of="last"), pipe["data"], str(pipe["llm"]),
+                  "x", tmp_path / "r", tmp_path / "c")
+    rand = [t for t in last if t["method"] == "random"]
+    assert len(rand) == 2 and {t["encoder"]["dir"] for t in rand} == {str(pipe["enc1"].resolve())}
+    assert {config_hash(t) for t in rand} <= set(hashes)
 
 
 def test_trial_records_load_in_analysis_and_are_never_redone(pipe, tmp_path):
@@ -132,3 +138,22 @@ def test_an_untaught_tiny_lm_is_called_out(tmp_path, capsys):
 
     assert "WARNING" in taught({"no_history": 26.0, "text3": 27.0, "text10": 28.0})
     assert taught({"no_history": 42.0, "text3": 51.0, "text10": 58.0}) == ""  # measured after 1,500 steps
+
+
+def test_encoder_block_carries_the_pretraining_metrics_of_its_run(pipe, tmp_path):
+    """Beside an export, the run's summary.json gives preset, loss and the eval metrics the scaling plot's
+    second panel draws; without one, `pretrain` is null."""
+    import json
+    import shutil
+
+    from uqa_ray.tune.records import encoder_block
+
+    assert encoder_block(pipe["enc0"], "tiny", "ce")["pretrain"] is None
+    run = tmp_path / "run"
+    shutil.copytree(pipe["enc0"], run / "encoder")
+    metrics = {"eval/HR@10": 0.25, "eval/NDCG@10": 0.12, "eval/loss": 7.4, "eval/HR@5": 0.2, "train_loss": 6.0}
+    (run / "summary.json").write_text(json.dumps({"config": {"preset": "tiny", "loss": {"kind": "ce"}},
+                                                  "metrics": metrics}))
+    block = encoder_block(run / "encoder")
+    assert block["preset"] == "tiny" and block["loss"] == "ce"
+    assert block["pretrain"] == {"HR@10": 0.25, "NDCG@10": 0.12, "loss": 7.4}

@@ -13,10 +13,12 @@ no-embedding control faces an LM that has learnt the question priors, an honest 
 Two phases: short histories first (`history_k`), then a stretch phase on histories of up to 50 clicks
 from the first phase's model (`StretchConfig`: why and what it measured there). What it was taught is
 written into the model folder (`uqa_tiny_llm.json`, key "taught", with "stretch" for the second phase):
-the config, the data folder and its question-file fingerprint, steps, losses, wall time, and
-option-likelihood accuracy on held-out TRAIN questions for each k. Each phase is cached by content hash
-(config + base model + question file; the stretch phase by the first phase's folder + its own config),
-so reruns and every Tune trial reuse it, and changing the stretch phase does not reteach the first.
+the config, its fingerprint, the data folder and its question-file fingerprint, steps, losses, wall time,
+and option-likelihood accuracy on held-out TRAIN questions for each k. Each phase is cached by content
+hash (the first by `lm_cache.teaching_fingerprint`: catalog, tokenizer, train users, config, code; the
+stretch phase by the first phase's folder + its own config), so reruns, every Tune trial and every workdir
+on the machine reuse it, and changing the stretch phase does not reteach the first. The package ships the
+folder taught for the embedded default (lm_cache.py).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -31,10 +34,11 @@ from typing import Literal
 import numpy as np
 import torch
 
-from uqa_ray.align.data import QuestionSplit
-from uqa_ray.align.llm import TINY_INFO_FILE, TinyLMConfig, build_tiny_llm, load_llm
 import torch.nn.functional as F
 
+from uqa_ray.align.data import QuestionSplit
+from uqa_ray.align.llm import TINY_INFO_FILE, TinyLMConfig, build_tiny_llm, load_llm
+from uqa_ray.align.lm_cache import SHIPPED_DIR, teaching_fingerprint
 from uqa_ray.align.model import DivergedError, lm_loss
 from uqa_ray.align.soft_prompt import IGNORE, EncodedChat, build_inputs, encode_chat, llm_kwargs
 from uqa_ray.config import content_hash, to_dict
@@ -126,15 +130,13 @@ def _phase1_key(cfg: InstructConfig) -> dict:
 def instruct_dir(data_dir: str | Path, out_dir: str | Path, cfg: InstructConfig = InstructConfig(),
                  phase: int = 2) -> Path:
     """Where `instruct_tiny_llm` puts (or finds) the taught model for this data and config: the first
-    phase's folder, or with a stretch phase (and phase=2) the folder of the model it continues into."""
-    from uqa_ray.align.llm import tiny_llm_dir
-
+    phase's folder, or with a stretch phase (and phase=2) the folder of the model it continues into.
+    Keyed by `lm_cache.teaching_fingerprint` (catalog, tokenizer, train users, config, code)."""
     data_dir = Path(data_dir)
     qfile = data_dir / QUESTIONS_FILES["train"]
     if not qfile.is_file():
         raise InputError(f"{qfile}: not found (run `uqa-ray questions` first)")
-    base = tiny_llm_dir(data_dir / TOKENIZER_DIR, out_dir, cfg.tiny)
-    first = Path(out_dir) / f"instruct-{content_hash(_phase1_key(cfg), base.name, _file_fingerprint(qfile))}"
+    first = Path(out_dir) / f"instruct-{content_hash(teaching_fingerprint(data_dir, _phase1_key(cfg)))}"
     if phase == 1 or not cfg.stretch.steps:
         return first
     return Path(out_dir) / f"instruct-{content_hash(first.name, cfg.stretch)}"
@@ -233,7 +235,16 @@ def instruct_tiny_llm(data_dir: str | Path, out_dir: str | Path, cfg: InstructCo
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     folder = instruct_dir(data_dir, out_dir, cfg)
     if (folder / TINY_INFO_FILE).is_file():
-        return folder  # taught before with the same config, base model and questions: reuse
+        return folder  # taught before for the same catalog, users, config and code: reuse
+    if (SHIPPED_DIR / folder.name / TINY_INFO_FILE).is_file():
+        with atomic_path(folder) as tmp:
+            shutil.copytree(SHIPPED_DIR / folder.name, tmp, dirs_exist_ok=True)
+        log(f"[instruct] using the taught LM shipped with the package: {folder.name} (copied to {out_dir})")
+        return folder
+    shipped = sorted(p.name for p in SHIPPED_DIR.glob("instruct-*"))
+    log(f"[instruct] no taught LM for this data in {out_dir}" + (f" or the package ({', '.join(shipped)} is for "
+        "another catalog, user split, config or code)" if shipped else "") + f": teaching {folder.name} "
+        f"({cfg.steps} + {cfg.stretch.steps} steps; ~40 min on 2 CPUs at the defaults)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     first = instruct_dir(data_dir, out_dir, cfg, phase=1)
@@ -269,6 +280,7 @@ def instruct_tiny_llm(data_dir: str | Path, out_dir: str | Path, cfg: InstructCo
             "what": "multiple-choice questions of TRAIN users with the history as text (Text-k layout of "
                     "questions/render.py), full fine-tuning, no soft tokens; answers scored by option likelihood",
             "config": _phase1_key(cfg), "data_dir": str(data_dir),
+            "fingerprint": teaching_fingerprint(data_dir, _phase1_key(cfg)),
             "questions_file": QUESTIONS_FILES["train"],
             "questions_fingerprint": _file_fingerprint(data_dir / QUESTIONS_FILES["train"]),
             "train_questions": int(len(train_rows)), "holdout_questions": int(len(held)),

@@ -13,13 +13,13 @@ inputs reuses the folder and a different tokenizer never silently reuses a model
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from uqa_ray.align.lm_cache import tokenizer_fingerprint
 from uqa_ray.config import content_hash, to_dict
 from uqa_ray.io import InputError, atomic_path
 
@@ -116,22 +116,9 @@ def load_llm(
     return model.to(device).eval(), tok
 
 
-def _tokenizer_fingerprint(tokenizer_dir: Path) -> str:
-    """Hash of the tokenizer files, so a different tokenizer gets a different tiny-LM folder."""
-    h = hashlib.sha256()
-    kinds = (".json", ".txt", ".jinja")
-    files = sorted(p for p in tokenizer_dir.iterdir() if p.is_file() and p.suffix in kinds)
-    if not files:
-        raise InputError(f"{tokenizer_dir}: no tokenizer files found")
-    for p in files:
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def tiny_llm_dir(tokenizer_dir: str | Path, out_dir: str | Path, cfg: TinyLMConfig = TinyLMConfig()) -> Path:
     """Where `build_tiny_llm` puts (or finds) the model for this tokenizer and config."""
-    fp = _tokenizer_fingerprint(Path(tokenizer_dir))
+    fp = tokenizer_fingerprint(Path(tokenizer_dir))
     return Path(out_dir) / f"tiny-{content_hash(cfg, fp)}"
 
 
@@ -171,7 +158,7 @@ def build_tiny_llm(tokenizer_dir: str | Path, out_dir: str | Path, cfg: TinyLMCo
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         info = {"tiny_lm_config": to_dict(cfg), "tokenizer_dir": str(tokenizer_dir),
-                "tokenizer_fingerprint": _tokenizer_fingerprint(tokenizer_dir),
+                "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer_dir),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "taught": None}  # the instruction-tuning stage records what it taught here
         (tmp / TINY_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

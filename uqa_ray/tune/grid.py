@@ -20,25 +20,29 @@ restorable). Without a previous experiment a new Tuner runs only the trials that
 (trial.py), so no path re-runs or duplicates a finished trial, and every record written before an
 interruption is kept.
 
-`llm="tiny"` is the embedded default: built and taught once (align/instruct.py), cached under
-`<storage>/llm`, before any trial starts.
+`llm="tiny"` is the embedded default: taught once per machine (align/instruct.py) or taken from the copy
+the package ships, cached in the user cache (align/lm_cache.py) and copied beside the trials, before any
+trial starts.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import json
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ray.tune import Stopper
 
 from uqa_ray.align.config import PRESETS as ALIGN_PRESETS
 from uqa_ray.align.config import align_config
-from uqa_ray.align.instruct import InstructConfig
+from uqa_ray.align.instruct import InstructConfig, instruct_tiny_llm
 from uqa_ray.align.llm import TINY_INFO_FILE
+from uqa_ray.align.lm_cache import cache_dir, check_taught_for
 from uqa_ray.config import content_hash, to_dict
 from uqa_ray.data.schema import TRUTH_FILE
+from uqa_ray.io import atomic_path
 from uqa_ray.tune.records import read_record, record_path, trial_id
 from uqa_ray.tune.trial import config_hash
 
@@ -60,6 +64,9 @@ class GridSpec:
     lrs: tuple[float, ...] = ()  # () = the preset's lr
     seeds: tuple[int, ...] = (0,)
     methods: tuple[str, ...] = ("encoder", "random", "no_embedding", "oracle", "text20", "text50")
+    # the random-embedding control for each encoder, or only for the last one listed (the largest of a
+    # size ladder: one control line, at a fraction of the trials)
+    random_of: Literal["each", "last"] = "each"
     align_preset: str = "official"
     align: dict[str, Any] = dataclasses.field(default_factory=dict)  # AlignConfig overrides
     llm: str = "tiny"  # an LLM folder or hub name; "tiny" = the embedded default (built + taught, cached)
@@ -105,7 +112,11 @@ def expand(spec: GridSpec, data_dir: str | Path, llm_dir: str, experiment: str, 
         cfg = to_dict(align_config(spec.align_preset, spec.align, over))
         enc_d = {"dir": str(Path(enc.dir).resolve()), "preset": enc.preset, "loss": enc.loss}
         aligned.append({**base, "encoder": enc_d, "align": cfg, "seed": seed})
-    trials = [{**t, "method": m} for m in ("encoder", "random") if m in spec.methods for t in aligned]
+    trials = [{**t, "method": "encoder"} for t in aligned] if "encoder" in spec.methods else []
+    if "random" in spec.methods:
+        last = str(Path(spec.encoders[-1].dir).resolve())
+        trials += [{**t, "method": "random"} for t in aligned
+                   if spec.random_of == "each" or t["encoder"]["dir"] == last]
     plain = to_dict(align_config(spec.align_preset, spec.align))
     for m in SEED_FREE:
         if m not in spec.methods:
@@ -134,13 +145,25 @@ class StopAfter(Stopper):
 
 
 def resolve_llm(spec: GridSpec, data_dir: str | Path, storage: str | Path) -> str:
-    if spec.llm != "tiny":
-        return str(Path(spec.llm).resolve()) if Path(spec.llm).exists() else spec.llm
-    from uqa_ray.align.instruct import instruct_tiny_llm
-
-    folder = instruct_tiny_llm(data_dir, Path(storage) / "llm", spec.instruct)
-    warn_if_untaught(folder)
-    return str(folder)
+    """The LLM folder or hub id the trials load. `tiny`: the tiny default taught for this data, found in
+    the user cache (`lm_cache.cache_dir()`, shared by every workdir), the package's shipped copy, or taught
+    there once; the trials read a copy under `<storage>/llm/` (a few MB), since on a cluster the driver's
+    user cache is not on the nodes' shared storage. A local taught folder is checked against the data
+    (another catalog, tokenizer or train-user set is refused)."""
+    if spec.llm == "tiny":
+        taught = instruct_tiny_llm(data_dir, cache_dir() / "llm", spec.instruct)
+        warn_if_untaught(taught)
+        folder = Path(storage) / "llm" / taught.name
+        if not (folder / TINY_INFO_FILE).is_file():
+            with atomic_path(folder) as tmp:
+                shutil.copytree(taught, tmp)
+        return str(folder.resolve())
+    folder = Path(spec.llm)
+    if not folder.exists():
+        return spec.llm  # a hub id
+    if (folder / TINY_INFO_FILE).is_file():
+        check_taught_for(json.loads((folder / TINY_INFO_FILE).read_text()), folder, data_dir)
+    return str(folder.resolve())
 
 
 def warn_if_untaught(folder: Path, margin: float = 10.0) -> None:
@@ -155,7 +178,7 @@ def warn_if_untaught(folder: Path, margin: float = 10.0) -> None:
               f"history at {max(reading):.0f}% on held-out questions, chance {chance:.0f}%: the accuracies "
               f"below will sit near chance for every method. Teaching it to read takes ~1,500 steps "
               f"(grid.instruct.steps=1500: ~18 min at the 0.73 s/step measured on 2 quiet CPUs, once per "
-              f"workdir), and long histories a stretch phase (grid.instruct.stretch.steps=300).", flush=True)
+              f"machine: the user cache), and long histories a stretch phase (grid.instruct.stretch.steps=300).", flush=True)
 
 
 def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir: str | Path = "results",
