@@ -37,7 +37,9 @@ def _start(work: Path, log: Path) -> subprocess.Popen:
     with open(log, "wb") as f:  # a file, not a pipe: nobody has to drain it while the test polls
         # start_new_session: the driver leads a process group of its own, which the test kills whole.
         return subprocess.Popen([sys.executable, "-u", f"experiments/{EXPERIMENT}.py", "--config", "ci",
-                                 "--workdir", str(work)], cwd=ROOT, env=_env(), stdout=f,
+                                 "--workdir", str(work)], cwd=ROOT,
+                                # a user cache of its own: the LM is taught in this test's runs (checked below)
+                                env={**_env(), "UQA_RAY_CACHE": str(work.parent / "user-cache")}, stdout=f,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
