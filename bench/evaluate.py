@@ -44,6 +44,7 @@ def build_data(work: Path) -> Path:
     if (data / "questions_train.parquet").is_file():
         return data
     from uqa_ray.data.prepare import prepare
+    from uqa_ray.questions.render import prompt_text
     from uqa_ray.data.synthetic import generate, preset
     from uqa_ray.questions.generate import generate as questions
     from uqa_ray.questions.spec import QuestionConfig
@@ -51,7 +52,7 @@ def build_data(work: Path) -> Path:
 
     init_ray()
     generate(preset("tiny"), work / "raw", seed=0)
-    prepare(work / "raw", data)
+    prepare(work / "raw", data, prompt_text=prompt_text())
     questions(data, QuestionConfig(answer_format="content"))
     return data
 

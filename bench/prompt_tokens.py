@@ -45,6 +45,7 @@ def build_questions(preset: str, work: Path) -> Path:
     if (data / "questions_eval.parquet").is_file():
         return data
     from uqa_ray.data.prepare import prepare
+    from uqa_ray.questions.render import prompt_text
     from uqa_ray.data.synthetic import generate
     from uqa_ray.data.synthetic import preset as make
     from uqa_ray.questions.generate import generate as questions
@@ -53,7 +54,7 @@ def build_questions(preset: str, work: Path) -> Path:
 
     init_ray()
     generate(make(preset), work / "raw", seed=0)
-    prepare(work / "raw", data)
+    prepare(work / "raw", data, prompt_text=prompt_text())
     questions(data, QuestionConfig(answer_format="content"))
     return data
 

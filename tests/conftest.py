@@ -42,9 +42,10 @@ def tiny_data(ray_local, tmp_path_factory):
     """The `tiny` synthetic log prepared by the real pipeline (synth -> Ray Data prepare), shared by the
     stages' tests. Returns the prepared folder."""
     from uqa_ray.data.prepare import prepare
+    from uqa_ray.questions.render import prompt_text
     from uqa_ray.data.synthetic import generate, preset
 
     root = tmp_path_factory.mktemp("tiny")
     generate(preset("tiny"), root / "raw", seed=0)
-    prepare(root / "raw", root / "data")
+    prepare(root / "raw", root / "data", prompt_text=prompt_text())
     return root / "data"

@@ -16,7 +16,7 @@ from uqa_ray.io import InputError
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
     "synth": ("uqa_ray.data.synthetic", "generate a Taobao-like click log with planted truth"),
-    "prepare": ("uqa_ray.data.prepare", "Ray Data: raw log -> official Arrow files + maps + tokenizer"),
+    "prepare": ("uqa_ray.lab.prepare_cli", "Ray Data: raw log -> official Arrow files + maps + tokenizer"),
     "questions": ("uqa_ray.questions.cli", "generate the 7 sub-tasks' questions (align_data_{train,eval}.arrow)"),
     "score": ("uqa_ray.questions.score_cli", "score predictions: official rule / option likelihood, CIs"),
     "pretrain": ("uqa_ray.pretrain.cli", "Ray Train + DeepSpeed: pretrain one encoder, export it in fp32"),

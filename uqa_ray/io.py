@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +16,13 @@ from typing import Any, Iterator
 
 class InputError(ValueError):
     """Bad input (file, column, type or value). The message names what is wrong; the CLI exits 2."""
+
+
+def say(line: str) -> None:
+    """Print one progress line in ONE write: print() writes the text and the newline apart, so lines
+    of concurrent threads (the lab's side-by-side pretraining runs) would run into each other."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def reason(e: BaseException) -> str:

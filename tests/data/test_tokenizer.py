@@ -90,3 +90,30 @@ def test_foreign_folder_goes_through_autotokenizer(tmp_path, tok_dir):
 def test_too_small_vocab(tmp_path):
     with pytest.raises(ValueError, match="vocab_size"):
         train_tokenizer(TEXTS, 100, tmp_path / "t")
+
+
+def test_prompt_text_becomes_a_few_tokens_and_leaves_the_catalog_alone(tmp_path):
+    from uqa_ray.questions.render import prompt_text
+    from uqa_ray.questions.templates import stem
+
+    plain = train_tokenizer(TEXTS, 1024, tmp_path / "a")
+    taught = train_tokenizer(TEXTS, 1024, tmp_path / "b", prompt_text=prompt_text())
+    question = stem("DF.last_k", "zh", "cate", k=3)
+
+    def n(tok, text):
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    assert n(plain, question) > 3 * len(question) // 2  # byte tokens: ~2-3 per Chinese character
+    assert n(taught, question) <= 4  # "用户最后", "3", "次...什么？" (no piece spans the number)
+    assert n(plain, DEFAULT_SYSTEM) == 6  # the chat template's own text is always learnt: one token a word
+    for name in ("华为 新款 轻薄 手机", "戒指", "Pro Max 12"):  # the catalog's merges come first
+        assert plain.tokenize(name) == taught.tokenize(name)  # the same pieces (their ids may move)
+
+
+def test_prompt_text_never_joins_words_across_a_number_or_value():
+    from uqa_ray.questions.render import prompt_text
+
+    text = prompt_text()
+    assert "用户第" in text and not any("用户第次" in t for t in text)
+    assert not any("{" in t or "}" in t for t in text)
+    assert "候选答案：" in text and "标题" in text

@@ -244,7 +244,7 @@ def instruct_tiny_llm(data_dir: str | Path, out_dir: str | Path, cfg: InstructCo
     shipped = sorted(p.name for p in SHIPPED_DIR.glob("instruct-*"))
     log(f"[instruct] no taught LM for this data in {out_dir}" + (f" or the package ({', '.join(shipped)} is for "
         "another catalog, user split, config or code)" if shipped else "") + f": teaching {folder.name} "
-        f"({cfg.steps} + {cfg.stretch.steps} steps; ~40 min on 2 CPUs at the defaults)")
+        f"({cfg.steps} + {cfg.stretch.steps} steps; the time it took for the shipped copy: docs/taught_lm.md)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     first = instruct_dir(data_dir, out_dir, cfg, phase=1)

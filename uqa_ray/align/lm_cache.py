@@ -1,6 +1,6 @@
 """Where taught tiny LMs live: one cache per user, shared by every workdir, plus the copy the package ships.
 
-Why: teaching the tiny default to read a history costs ~40 minutes on 2 CPUs (instruct.py), far more
+Why: teaching the tiny default to read a history costs far longer on a CPU (instruct.py; docs/taught_lm.md)
 than the rest of the README's main command. So a taught LM is keyed by what determines it, not by where
 it was asked for:
 - the tokenizer files and the catalog (every name the Text-k histories render; `maps/*.parquet`),

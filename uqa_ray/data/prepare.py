@@ -1,7 +1,5 @@
-"""`uqa-ray prepare`: raw click log -> the official Arrow files + maps + tokenizer, on Ray Data.
-
-  uqa-ray prepare --raw DIR --out DIR [--tokenizer PATH] [--set key=value ...]
-  uqa-ray prepare --official DIR --out DIR     (the Kaggle files, already prepared: validate + meta)
+"""Raw click log -> the official Arrow files + maps + tokenizer, on Ray Data (`uqa-ray prepare`:
+lab/prepare_cli.py).
 
 Stages (reindex.py, catalog.py, sequences.py): read, validate and index the clicks, materialized
 once; count clicks per user; filter items and users to a fixed point (reindex.py says why);
@@ -13,19 +11,19 @@ The whole output folder is written atomically: bad input leaves nothing behind.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from uqa_ray.config import build, parse_dotted, to_dict
+from uqa_ray.config import to_dict
 from uqa_ray.data import catalog as cat_mod
 from uqa_ray.data import reindex, sequences
 from uqa_ray.data.schema import (
@@ -147,8 +145,10 @@ def _preserve_order():
 
 
 def prepare(raw: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
-            tokenizer: str | None = None, timings: dict | None = None) -> dict:
-    """Returns meta.json's content; `timings`, if given, receives seconds per stage (bench/)."""
+            tokenizer: str | None = None, timings: dict | None = None, prompt_text: Sequence[str] = ()) -> dict:
+    """Returns meta.json's content; `timings`, if given, receives seconds per stage (bench/).
+    `prompt_text`: the prompts' fixed text, which the embedded tokenizer learns beside the catalog names
+    (questions/render.prompt_text; ignored when `tokenizer` is given)."""
     import ray
 
     from uqa_ray.raysetup import init_ray
@@ -182,7 +182,7 @@ def prepare(raw: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfig
         with atomic_path(out) as tmp:
             tmp.mkdir()
             tok, tok_source, lookup_ref, info = _catalog_stage(
-                catalog, cat_ref, item_dense, int(flt.keep_item.sum()), tokenizer, cfg, tmp, clock)
+                catalog, cat_ref, item_dense, int(flt.keep_item.sum()), tokenizer, cfg, tmp, clock, prompt_text)
             rows = sequences.build_rows(
                 indexed, users_ref, ray.put((item_dense, user_dense, user_part)), lookup_ref,
                 ray.put((np.concatenate([[0], kept_raw]), np.concatenate([[False], is_eval]))))
@@ -199,14 +199,14 @@ def prepare(raw: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfig
     return meta
 
 
-def _catalog_stage(catalog: Path, cat_ref, item_dense, n_items, tokenizer, cfg, tmp: Path, clock):
+def _catalog_stage(catalog: Path, cat_ref, item_dense, n_items, tokenizer, cfg, tmp: Path, clock, prompt_text):
     """Kept catalog rows -> tokenizer (given or trained) -> tokens once per item -> lookup + maps/."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     catalog_ds = reindex.read_parquet_pieces([catalog], list(CATALOG_SCHEMA.names))
     kept = cat_mod.kept_items(catalog_ds, cat_ref, ray.put(item_dense), n_items)
-    tok, tok_source = _tokenizer(tokenizer, kept, n_items, cfg, tmp / TOKENIZER_DIR)
+    tok, tok_source = _tokenizer(tokenizer, kept, n_items, cfg, tmp / TOKENIZER_DIR, prompt_text)
     clock("tokenizer")
     tok_ref = ray.put(tok.backend_tokenizer.to_str())
     toks = cat_mod.tokenize(kept, tok_ref, cfg.max_name_tokens)
@@ -219,8 +219,9 @@ def _catalog_stage(catalog: Path, cat_ref, item_dense, n_items, tokenizer, cfg, 
     return tok, tok_source, lookup_ref, info
 
 
-def _tokenizer(path: str | None, kept, n_items: int, cfg: PrepareConfig, dest: Path):
-    """The given HF tokenizer (copied into the output), or the embedded default trained on the catalog."""
+def _tokenizer(path: str | None, kept, n_items: int, cfg: PrepareConfig, dest: Path, prompt_text: Sequence[str]):
+    """The given HF tokenizer (copied into the output), or the embedded default trained on the catalog
+    names and the prompts' fixed text."""
     from uqa_ray.data.tokenizer import load_tokenizer, train_tokenizer
 
     if path:
@@ -228,7 +229,8 @@ def _tokenizer(path: str | None, kept, n_items: int, cfg: PrepareConfig, dest: P
         tok.save_pretrained(dest)
         return tok, str(path)
     texts = cat_mod.name_texts(kept, n_items, cfg.tokenizer_max_items)
-    return train_tokenizer(texts, cfg.vocab_size, dest), "trained on the catalog names"
+    source = f"trained on the catalog names and {len(prompt_text)} fixed prompt texts"
+    return train_tokenizer(texts, cfg.vocab_size, dest, prompt_text=prompt_text), source
 
 
 def reindex_truth(src: Path, dst: Path, kept_raw: np.ndarray, is_eval: np.ndarray, raw_attr: dict) -> None:
@@ -307,27 +309,3 @@ def _meta(raw, files, cfg, tok, tok_source, info, flt, counts, n_raw, n_raw_user
         "order": "rows sorted by dense user id; clicks by (ts, item id)",
         "truth": TRUTH_FILE if has_truth else None,
     }
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--raw", help="raw log folder: clicks/*.parquet + items.parquet (+ truth.parquet)")
-    src.add_argument("--official", help="folder with the official Kaggle .arrow files (already prepared)")
-    parser.add_argument("--out", required=True, help="prepared data folder (replaced atomically)")
-    parser.add_argument("--tokenizer", help="HF tokenizer folder or name (default: train one on the catalog)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help=f"override PrepareConfig: {', '.join(f.name for f in dataclasses.fields(PrepareConfig))}")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = build(PrepareConfig, parse_dotted(args.set))
-    if args.official:
-        from uqa_ray.data.official import prepare_official
-
-        meta = prepare_official(args.official, args.out, tokenizer=args.tokenizer)
-    else:
-        meta = prepare(args.raw, args.out, cfg, tokenizer=args.tokenizer)
-    c = meta["counts"]
-    print(f"prepare: {c.get('users', c.get('train_users'))} users, {c.get('clicks')} clicks, "
-          f"vocab {meta['vocab']} -> {args.out}")
-    return 0

@@ -12,14 +12,16 @@ loads our folders with `PreTrainedTokenizerFast(tokenizer_file=...)`.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Sequence
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 0, 1, 2
 PAD_TOKEN, EOS_TOKEN = "<|endoftext|>", "<|im_end|>"
 MARKER = "uqa_ray_tokenizer"
 DEFAULT_SYSTEM = "You are a helpful assistant."
+CHAT_TEXT = ("system", "user", "assistant", DEFAULT_SYSTEM)  # what CHAT_TEMPLATE writes besides specials
 QWEN2_PRETOKENIZE_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
@@ -55,11 +57,15 @@ def _backend(pre_tokenizer: str):
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path,
-                    pre_tokenizer: Literal["qwen2", "bytelevel"] = "qwen2", min_frequency: int = 2):
+                    pre_tokenizer: Literal["qwen2", "bytelevel"] = "qwen2", min_frequency: int = 2,
+                    prompt_text: Sequence[str] = ()):
     """Train a byte-level BPE on `texts` (streamed) and save it as an HF tokenizer folder.
 
-    The vocabulary may end below `vocab_size` when the text has fewer frequent pairs.
-    Returns the loaded `PreTrainedTokenizerFast`.
+    `prompt_text` (the fixed text of the prompts, e.g. questions/render.prompt_text) and the chat
+    template's own text (role names, the default system prompt) join the corpus `min_frequency` times
+    each, so that BPE may merge every phrase of them; merges among the catalog's far more frequent pairs
+    come first and are unchanged. The vocabulary may end below `vocab_size` when the text has fewer
+    frequent pairs. Returns the loaded `PreTrainedTokenizerFast`.
     """
     from tokenizers import pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -71,7 +77,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path,
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    tok.train_from_iterator(texts, trainer)
+    fixed = [*CHAT_TEXT, *prompt_text] * min_frequency
+    tok.train_from_iterator(itertools.chain(texts, fixed), trainer)
     for i, t in enumerate(SPECIAL_TOKENS):
         assert tok.token_to_id(t) == i, (t, tok.token_to_id(t))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)

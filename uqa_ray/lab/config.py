@@ -27,6 +27,7 @@ class LabConfig:
     # Pretraining: `pretrain` applies to every variant, each variant adds its own overrides.
     pretrain: dict[str, Any] = dataclasses.field(default_factory=dict)
     variants: tuple[dict[str, Any], ...] = ()
+    pretrain_concurrency: int = 1  # variants pretrained at once (each a Ray Train run; Ray places them)
     # Alignment / evaluation as Ray Tune trials: GridSpec overrides (uqa_ray/tune/grid.py) — adapters,
     # strategies, lrs, seeds, methods (encoder, random, no_embedding, oracle, text20, text50),
     # align_preset, align, llm, resources per trial, ... The encoders are the variants above.
@@ -37,6 +38,8 @@ class LabConfig:
     table: int = 0  # which paper table to render (0 = none)
 
     def __post_init__(self) -> None:
+        if self.pretrain_concurrency < 1:
+            raise ValueError(f"pretrain_concurrency must be >= 1, got {self.pretrain_concurrency}")
         sources = [s for s in (self.raw, self.official) if s]
         if len(sources) > 1:
             raise ValueError("give at most one of raw= and official= (synthetic data is the default)")

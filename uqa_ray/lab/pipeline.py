@@ -13,11 +13,12 @@ from typing import Any
 
 from uqa_ray.config import ConfigError, build, content_hash, to_dict
 from uqa_ray.data.schema import ALIGN_FILES, META_FILE, QUESTIONS_FILES
+from uqa_ray.io import say
 from uqa_ray.lab.config import LabConfig
 
 
 def _say(msg: str) -> None:
-    print(f"[lab] {msg}", flush=True)
+    say(f"[lab] {msg}")
 
 
 def raw_data(cfg: LabConfig, work: Path) -> Path:
@@ -39,6 +40,7 @@ def raw_data(cfg: LabConfig, work: Path) -> Path:
 
 def prepared_data(cfg: LabConfig, work: Path) -> Path:
     from uqa_ray.data.prepare import PrepareConfig, prepare
+    from uqa_ray.questions.render import prompt_text
 
     if cfg.official:
         from uqa_ray.data.official import prepare_official
@@ -49,12 +51,13 @@ def prepared_data(cfg: LabConfig, work: Path) -> Path:
         return out
     raw = raw_data(cfg, work)
     pcfg = build(PrepareConfig, {"seed": cfg.seed}, cfg.prepare)
-    out = work / "data" / f"prep-{content_hash(str(raw.resolve()), pcfg, cfg.tokenizer)}"
+    text = [] if cfg.tokenizer else prompt_text()  # what the embedded tokenizer learns besides the catalog
+    out = work / "data" / f"prep-{content_hash(str(raw.resolve()), pcfg, cfg.tokenizer, text)}"
     if (out / META_FILE).exists():
         _say(f"prepare: reusing {out}")
         return out
     t0 = time.perf_counter()
-    meta = prepare(raw, out, pcfg, tokenizer=cfg.tokenizer or None)
+    meta = prepare(raw, out, pcfg, tokenizer=cfg.tokenizer or None, prompt_text=text)
     counts = meta.get("counts", {})
     _say(f"prepare: {counts.get('train_users', '?')} train / {counts.get('eval_users', '?')} eval users "
          f"in {time.perf_counter() - t0:.0f}s -> {out}")
@@ -91,20 +94,27 @@ def question_set(cfg: LabConfig, data: Path, work: Path) -> Path:
 
 
 def pretrained_encoders(cfg: LabConfig, data: Path, work: Path) -> list[dict[str, Any]]:
-    """Pretrain every variant (Ray Train + DeepSpeed); finished runs are reused, interrupted ones resume."""
+    """Pretrain every variant (Ray Train + DeepSpeed); finished runs are reused, interrupted ones resume.
+    Up to `cfg.pretrain_concurrency` runs at once, each its own TorchTrainer: Ray places their workers
+    as the cluster's resources allow (a size ladder on a cluster trains its sizes side by side)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from uqa_ray.pretrain.config import PretrainConfig
     from uqa_ray.pretrain.trainer import pretrain
 
-    out = []
-    for i, variant in enumerate(cfg.variants):
-        pcfg = build(PretrainConfig, {"seed": cfg.seed, "storage": str(work / "runs")}, cfg.pretrain, variant,
-                     {"data": str(data)})
-        _say(f"pretrain {i + 1}/{len(cfg.variants)}: {pcfg.preset} max_len={pcfg.max_len} "
+    configs = [build(PretrainConfig, {"seed": cfg.seed, "storage": str(work / "runs")}, cfg.pretrain, variant,
+                     {"data": str(data)}) for variant in cfg.variants]
+
+    def one(i: int) -> dict[str, Any]:
+        pcfg = configs[i]
+        _say(f"pretrain {i + 1}/{len(configs)}: {pcfg.preset} max_len={pcfg.max_len} "
              f"input={pcfg.input_mode} loss={pcfg.loss.kind}")
         res = pretrain(pcfg)
-        out.append({"variant": variant, "config": to_dict(pcfg), "status": res.status,
-                    "encoder_dir": str(res.encoder_dir) if res.encoder_dir else None, "metrics": res.metrics})
-    return out
+        return {"variant": cfg.variants[i], "config": to_dict(pcfg), "status": res.status,
+                "encoder_dir": str(res.encoder_dir) if res.encoder_dir else None, "metrics": res.metrics}
+
+    with ThreadPoolExecutor(max_workers=max(1, min(cfg.pretrain_concurrency, len(configs)))) as pool:
+        return list(pool.map(one, range(len(configs))))
 
 
 def analyse(cfg: LabConfig, results: Path, reports: Path, trial_ids: list[str]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ tokenizer saved in the prepared folder, without special tokens (the chat templat
 """
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Sequence
 
@@ -17,12 +18,42 @@ import pyarrow.parquet as pq
 from uqa_ray.data.schema import ALIGN_FILES, QUESTIONS_FILES, TOKENIZER_DIR
 from uqa_ray.io import InputError
 from uqa_ray.questions.source import ATTRS, ITEM_COL, Catalog, load_catalog, open_arrow
-from uqa_ray.questions.templates import ATTR_WORD
+from uqa_ray.questions.templates import ATTR_PLURAL, ATTR_WORD, PROMPT_TAIL, TEMPLATES
 
 _LAYOUT = {
     "zh": ("用户最近的{n}条浏览记录（从早到晚）：", "；", "："),
     "en": ("The user's last {n} clicks (oldest first):", "; ", ": "),
 }
+
+
+def _literals(fmt: str, **fill: str) -> list[str]:
+    """The text of `fmt` with the named fields filled, cut where another field (a number, a catalog
+    value) stands, so that no piece joins words the prompt never writes side by side."""
+    pieces = [""]
+    for lit, field, _, _ in string.Formatter().parse(fmt):
+        pieces[-1] += lit
+        if field in fill:
+            pieces[-1] += fill[field]
+        elif field is not None:
+            pieces.append("")
+    return [p for p in pieces if p]
+
+
+def prompt_text() -> list[str]:
+    """Every fixed piece of text the LLM reads besides catalog names and numbers: each question template
+    with each attribute word, the candidate list's head and tail, the Text-k layout, the attribute words,
+    in both languages. The embedded tokenizer is trained on these as well as on the catalog
+    (data/prepare.py), as a real LLM's tokenizer has learnt its language: otherwise each Chinese
+    character of a question costs two or three byte tokens and the prompt is mostly boilerplate."""
+    out = []
+    for _, attrs, zh, en in TEMPLATES.values():
+        for lang, text in (("zh", zh), ("en", en)):
+            for a in attrs:
+                word = ATTR_WORD[lang].get(a, "")
+                out += _literals(text, attr=word, attrs=ATTR_PLURAL[lang].get(a, word))
+    for lang in ("zh", "en"):
+        out += [*PROMPT_TAIL[lang], *ATTR_WORD[lang].values(), *(p for x in _LAYOUT[lang] for p in _literals(x))]
+    return out
 
 
 def load_tokenizer(data: str | Path):

@@ -110,7 +110,7 @@ TEMPLATES_OF = {s: tuple(t for t, v in TEMPLATES.items() if v[0] == s) for s in 
 PATH_SEP = " → "
 RANK_SEP = {"zh": "、", "en": ", "}
 
-_TAIL = {
+PROMPT_TAIL = {
     "zh": ("选项：", "请只回答选项字母。", "候选答案：", "请只回答正确的候选答案。"),
     "en": ("Options:", "Answer with the option letter only.", "Candidates:", "Answer with the correct candidate only."),
 }
@@ -127,12 +127,12 @@ def stem(template: str, lang: str, attr: str, **kw) -> str:
 
 def letter_prompt(stem_text: str, options: list[str], lang: str) -> str:
     """The official layout: options labelled by single-token letters; the gold answer is the letter."""
-    head, tail = _TAIL[lang][0], _TAIL[lang][1]
+    head, tail = PROMPT_TAIL[lang][0], PROMPT_TAIL[lang][1]
     lines = [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)]
     return "\n".join([stem_text, head, *lines, tail])
 
 
 def content_prompt(stem_text: str, options: list[str], lang: str) -> str:
     """Unlabelled candidates; the gold answer is the option's own text (for small LMs, option scoring)."""
-    head, tail = _TAIL[lang][2], _TAIL[lang][3]
+    head, tail = PROMPT_TAIL[lang][2], PROMPT_TAIL[lang][3]
     return "\n".join([stem_text, head, *options, tail])
