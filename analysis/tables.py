@@ -90,7 +90,12 @@ def build(df: pd.DataFrame, table: int, scorer: str) -> tuple[pd.DataFrame, list
         if len(no_enc):
             notes.append(f"{len(no_enc)} record(s) without an encoder left out: "
                          + ", ".join(sorted(no_enc["method"].unique())))
-        df = df[df["encoder"].notna()]
+        # The random control carries its encoder's settings but measures no encoder: pooled into that
+        # encoder's row it would halve the row's accuracy gain and double its n.
+        control = df[df["encoder"].notna() & (df["method"] == "random_embedding")]
+        if len(control):
+            notes.append(f"{len(control)} random-embedding control record(s) left out of the encoder rows")
+        df = df[df["encoder"].notna() & (df["method"] != "random_embedding")]
     if df.empty:
         raise InputError(f"no record fits table {table}")
     agg = aggregate(df, spec.rows, scorer, keys=spec.scores)

@@ -42,6 +42,14 @@ def test_table5_rows_match_records(tmp_path):
     assert math.isnan(nan_row["overall"]) and nan_row["status"] == "1 diverged" and nan_row["reason"] == "NaN loss"
 
 
+def test_the_random_control_is_not_pooled_into_its_encoders_row(tmp_path):
+    recs = [make_record("enc", acc=50.0, params=131_392, preset="tiny"),
+            make_record("rand", acc=40.0, method="random_embedding", params=131_392, preset="tiny")]
+    agg, notes = tables.build(load_records(write_records(tmp_path / "r", recs)), 5, "official")
+    assert len(agg) == 1 and agg.iloc[0]["overall"] == 50.0 and agg.iloc[0]["k"] == 1
+    assert any("random-embedding control" in n for n in notes)
+
+
 def test_written_markdown_and_csv(tmp_path):
     df = _recs(tmp_path)
     md, csv = tables.write_table(df, 5, tmp_path / "out", with_paper=True)

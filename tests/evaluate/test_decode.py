@@ -91,3 +91,16 @@ def test_bad_input(llm_tok):
         option_loglik(llm, tok, chats[:1], [["", "a"]])
     with pytest.raises(ValueError, match="soft has 1 rows"):
         greedy_one_token(llm, tok, chats, _soft(1, 1, llm.config.hidden_size))
+
+
+def test_the_scored_batches_share_their_common_head(llm_tok):
+    """The reference checks above run through the shared-head path: it is taken for these prompts."""
+    from uqa_ray.evaluate.decode import shared_prefix
+
+    _, tok = llm_tok
+    turn, plain = _prompts(tok, "user_turn"), _prompts(tok, "prefix")
+    assert shared_prefix(turn, soft=True) == len(turn[0].before) > 0  # system turn + the user turn's opening
+    assert 0 < shared_prefix(plain, soft=False) < min(len(c.after) for c in plain)
+    assert shared_prefix(plain, soft=True) == 0  # soft tokens first: nothing precedes them
+    one = plain[:1]
+    assert shared_prefix(one, soft=False) == len(one[0].after) - 1  # the last token is scored from

@@ -101,3 +101,13 @@ def test_batches_by_length_respect_rows_and_token_budget():
     for b in got:
         assert len(b) <= 3 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 120)
     assert batches_by_length(lengths, batch_size=4) == [[5, 1, 6, 2], [3, 0, 4]]  # no budget: rows only
+
+
+def test_a_capped_evaluation_takes_an_even_sample_of_the_questions():
+    from uqa_ray.evaluate.run import even_sample
+
+    assert even_sample(10, 0).tolist() == list(range(10)) and even_sample(5, 9).tolist() == list(range(5))
+    rows = even_sample(5039, 600)
+    assert len(set(rows.tolist())) == 600 and rows[0] == 0 and rows[-1] >= 5039 - 5039 // 600 - 1
+    # questions are stored sub-task by sub-task: every stretch of the file is represented
+    assert all(((rows >= s) & (rows < s + 500)).any() for s in range(0, 5039, 500))

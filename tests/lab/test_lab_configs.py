@@ -48,3 +48,10 @@ def test_tools_have_help():
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "teach_tiny_lm.py"), "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "--ship" in out and "user cache" in out
+
+
+def test_pretrain_concurrency_is_at_least_one():
+    with pytest.raises((ConfigError, ValueError), match="pretrain_concurrency"):
+        build(LabConfig, {"pretrain_concurrency": 0})
+    main = ROOT / "experiments" / "configs" / "scale_model_size" / "local.yaml"
+    assert build(LabConfig, load_yaml(main)).pretrain_concurrency == 2  # two runs side by side on 2 CPUs

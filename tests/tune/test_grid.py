@@ -32,7 +32,8 @@ def test_expand_orders_trials_and_hashes_only_what_changes_results(pipe, tmp_pat
     spec = _spec(pipe, methods=["encoder", "random", "no_embedding", "oracle", "text20", "text50"], seeds=[0, 1])
     trials = expand(spec, pipe["data"], str(pipe["llm"]), "x", tmp_path / "r", tmp_path / "c")
     methods = [t["method"] for t in trials]
-    assert methods == ["encoder"] * 8 + ["random"] * 8 + ["no_embedding", "oracle", "text20", "text50"]
+    # random controls last: each reuses an encoder trial's alignment, which must be trained first
+    assert methods == ["encoder"] * 8 + ["no_embedding", "oracle", "text20", "text50"] + ["random"] * 8
     hashes = [config_hash(t) for t in trials]
     assert len(set(hashes)) == len(hashes)
     t = trials[0]
@@ -42,7 +43,12 @@ def test_expand_orders_trials_and_hashes_only_what_changes_results(pipe, tmp_pat
     # a seed-free control does not depend on the encoders or lrs of the grid it came from
     other = expand(_spec(pipe, methods=["no_embedding"], lrs=[0.1]), pipe["data"], str(pipe["llm"]), "x",
                    tmp_path / "r", tmp_path / "c")
-    assert config_hash(other[0]) == hashes[16]
+    assert config_hash(other[0]) == hashes[8]
+    # the Text-k baselines alone take their own cap on the questions
+    capped = expand(_spec(pipe, methods=["no_embedding", "text20", "text50"], text_max_questions=5),
+                    pipe["data"], str(pipe["llm"]), "x", tmp_path / "r", tmp_path / "c")
+    assert [t["eval"]["max_questions"] for t in capped] == [24, 5, 5]
+    assert config_hash(capped[0]) == hashes[8]
     with pytest.raises(ValueError, match="unknown"):
         _spec(pipe, methods=["text7"])
     # one random control, for the last (largest) encoder only: its trials are those of the full grid

@@ -131,9 +131,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "answer_format": "content", "label_mode": "answer", "placement": "user_turn", "adapter": "mlp",
         "adapter_overrides": {"mean_pool": {"n_tokens": 8}, "qformer": {"d_model": 128, "heads": 4}},
         "lr": 3e-3, "batch_size": 16, "epochs": 1, "max_steps": 600,
-        # CPU: batches of ~16 short prompts are fastest, and long Text-k prompts go a few at a time
-        # (bench/evaluate.py); on a GPU raise both.
-        "eval_batch_size": 16, "eval_batch_tokens": 4096,
+        # CPU: mid-size batches of the short prompts are fastest, and long Text-k prompts go a few at a
+        # time (bench/evaluate.py); on a GPU raise both.
+        "eval_batch_size": 32, "eval_batch_tokens": 8192,
     },
 }
 

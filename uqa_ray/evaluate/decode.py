@@ -63,6 +63,18 @@ def greedy_one_token(
     return ids, preds
 
 
+def shared_prefix(chats: Sequence[EncodedChat], soft: bool) -> int:
+    """Leading prompt tokens that every chat has in common and that no soft token can influence: the
+    tokens before the soft slot (with soft tokens) or before the last prompt token (without). With the
+    `user_turn` placement that is the chat template's system turn and the user turn's opening."""
+    rows = [c.before if soft else c.after for c in chats]
+    limit = min(len(r) for r in rows) - (0 if soft else 1)
+    first, n = rows[0], 0
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return n
+
+
 def tokenize_options(tokenizer: Any, options: Sequence[Sequence[str]]) -> list[list[tuple[int, ...]]]:
     out = []
     for q, opts in enumerate(options):
@@ -87,7 +99,8 @@ def score_prompts(
     """Both scorers from ONE forward pass of each prompt: (greedy ids, official predictions, per-question
     (n_options,) option log-likelihoods).
 
-    The prompt batch runs once with the KV cache on; its last logits give the greedy token AND the
+    The prompts' common head (`shared_prefix`) runs once and its KV cache is repeated for every row; the
+    rest of the batch runs once with the cache on; its last logits give the greedy token AND the
     log-probability of every option's first token. Option j of every question then continues from the
     shared cache (right-padded, position ids continuing each row's own count) and the cache is cropped
     back to the prompt before option j + 1, so a question costs one prompt pass plus n_options short
@@ -100,16 +113,30 @@ def score_prompts(
         raise ValueError(f"{len(options)} option lists for {len(chats)} chats")
     opt_ids = tokenize_options(tokenizer, options)
     pad_id = tokenizer.pad_token_id
-    inputs = build_inputs(chats, soft, llm.get_input_embeddings(), pad_id, padding_side="left")
-    out = llm(**llm_kwargs(inputs), use_cache=True, logits_to_keep=1)
+    embed = llm.get_input_embeddings()
+    shared = shared_prefix(chats, soft is not None)
+    cache = None
+    if shared:  # the common head runs once, its cache is repeated for every row
+        head = (chats[0].before if soft is not None else chats[0].after)[:shared]
+        cache = llm(input_ids=torch.tensor([head], device=embed.weight.device), use_cache=True).cache
+        cache.batch_repeat_interleave(len(chats))
+        chats = [EncodedChat(c.before[shared:], c.after) if soft is not None else EncodedChat((), c.after[shared:])
+                 for c in chats]
+    inputs = build_inputs(chats, soft, embed, pad_id, padding_side="left")
+    kwargs = llm_kwargs(inputs)
+    if shared:
+        kwargs["attention_mask"] = torch.cat([torch.ones_like(kwargs["attention_mask"][:, :1]).expand(-1, shared),
+                                              kwargs["attention_mask"]], 1)
+        kwargs["position_ids"] = kwargs["position_ids"] + shared
+    out = llm(**kwargs, cache=cache, use_cache=True, logits_to_keep=1)
     first = F.log_softmax(out.logits[:, -1].float(), -1)  # (B, V): greedy token and options' first token
     ids = first.argmax(-1).cpu()
     stops = stop_ids(llm, tokenizer)
     preds = ["" if int(t) in stops else tokenizer.decode([int(t)], skip_special_tokens=False) for t in ids]
     # transformers 5.24 renamed past_key_values -> cache (the old name warns until 5.40).
-    cache, attn = out.cache, inputs["attention_mask"]
+    cache, attn = out.cache, kwargs["attention_mask"]
     width, device = attn.shape[1], attn.device
-    next_pos = inputs["position_ids"][:, -1:] + 1  # (B, 1): each row's own next position
+    next_pos = kwargs["position_ids"][:, -1:] + 1  # (B, 1): each row's own next position
     n_max = max(len(o) for o in opt_ids)
     scores = torch.full((len(chats), n_max), float("nan"))
     for j in range(n_max):

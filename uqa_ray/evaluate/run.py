@@ -59,6 +59,14 @@ def method_spec(name: str) -> Method:
     return METHODS[name]
 
 
+def even_sample(n: int, k: int) -> np.ndarray:
+    """Rows 0..n-1, or k of them evenly spaced when 0 < k < n: questions are stored by sub-task and
+    user, so a prefix would be a few sub-tasks, an even stride keeps their mix."""
+    if not 0 < k < n:
+        return np.arange(n)
+    return np.floor(np.arange(k) * (n / k)).astype(np.int64)
+
+
 @torch.no_grad()
 def batches_by_length(lengths: Sequence[int], batch_size: int, max_tokens: int = 0) -> list[list[int]]:
     """Indices grouped longest first: at most `batch_size` rows and, if `max_tokens`, at most that many
@@ -128,7 +136,7 @@ def evaluate(method: str, data_dir: str | Path, llm_dir: str | Path, *, answer_f
     spec = method_spec(method)
     t0 = time.perf_counter()
     data = QuestionSplit(data_dir, split)
-    rows = np.arange(len(data) if not max_questions else min(max_questions, len(data)))
+    rows = even_sample(len(data), max_questions)
     model = None
     if spec.aligned:
         if aligned_dir is None or encoder_dir is None:

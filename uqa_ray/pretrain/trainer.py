@@ -23,7 +23,7 @@ from uqa_ray.data.stream import read_sequences
 from uqa_ray.data.windows import count_windows, sliding_windows
 from uqa_ray.encoders.config import input_columns
 from uqa_ray.encoders.export import save_encoder
-from uqa_ray.io import InputError, write_json
+from uqa_ray.io import InputError, say, write_json
 from uqa_ray.pretrain.baselines import heuristic_baselines
 from uqa_ray.pretrain.config import PretrainConfig
 from uqa_ray.pretrain.loop import CKPT_TAG, train_loop
@@ -105,8 +105,8 @@ def _cpus_per_worker(cfg: PretrainConfig) -> float:
     if cfg.scaling.use_gpu or total - want * cfg.scaling.num_workers >= 1.0:
         return want
     fit = max(0.1, (total - 1.0) / cfg.scaling.num_workers)
-    print(f"[pretrain] {total:g} CPUs: {cfg.scaling.num_workers} workers get {fit:.2f} CPU each (asked {want:g}), "
-          "leaving room for Ray Data", flush=True)
+    say(f"[pretrain] {total:g} CPUs: {cfg.scaling.num_workers} workers get {fit:.2f} CPU each (asked {want:g}), "
+        "leaving room for Ray Data")
     return fit
 
 
@@ -129,7 +129,7 @@ def _diverged(
         "status": "diverged", "reason": reason, "step": stopped.get("step"), "epoch": stopped.get("epoch"),
         "last_checkpoint": last, "last_checkpoint_metrics": metrics,
     })
-    print(f"[pretrain] {name}: DIVERGED: {reason}", flush=True)
+    say(f"[pretrain] {name}: DIVERGED: {reason}")
     out = {**metrics, "diverged_at_step": stopped.get("step"), "last_checkpoint": last}
     return PretrainResult(run_dir, None, "diverged", out, reason=reason)
 
@@ -153,7 +153,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     export = run_dir / EXPORT_DIR
     if (run_dir / SUMMARY_FILE).exists() and (export / "config.json").exists():
         summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-        print(f"[pretrain] {name}: reusing finished run ({run_dir})", flush=True)
+        say(f"[pretrain] {name}: reusing finished run ({run_dir})")
         return PretrainResult(run_dir, export, summary["status"], summary["metrics"], reused=True)
 
     init_ray()
@@ -203,12 +203,12 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         # and scores its own stride of rows (loop.evaluate): every eval user once, whatever the world.
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True)),
     )
-    print(f"[pretrain] {name}: {world} workers, ZeRO-{cfg.zero_stage}, {steps_per_epoch} steps/epoch", flush=True)
+    say(f"[pretrain] {name}: {world} workers, ZeRO-{cfg.zero_stage}, {steps_per_epoch} steps/epoch")
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
         write_json(run_dir / STATUS_FILE, {"status": "failed", "reason": str(e)[:2000]})
-        print(f"[pretrain] {name}: FAILED: {str(e)[:2000]}", flush=True)
+        say(f"[pretrain] {name}: FAILED: {str(e)[:2000]}")
         return PretrainResult(run_dir, None, "failed", {"error": str(e)[:2000]}, reason=str(e)[:2000])
     metrics = dict(result.metrics or {})  # Ray Train V2: the metrics of the latest checkpoint
     stopped = getattr(result, "return_value", None) or {}  # rank 0's return value (loop.train_loop)
@@ -222,14 +222,9 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     write_json(run_dir / SUMMARY_FILE, summary)
     write_json(run_dir / STATUS_FILE, {"status": "ok", "step": metrics.get("step")})  # replaces a stale one
     for skipped in metrics.get("skipped_checkpoints", []):
-        print(f"[pretrain] {name}: WARNING: resumed past a checkpoint that could not be loaded: {skipped}",
-              flush=True)
+        say(f"[pretrain] {name}: WARNING: resumed past a checkpoint that could not be loaded: {skipped}")
     hr = metrics.get("eval/HR@10", math.nan)
     pop, recent = (baselines[b].get("HR@10", math.nan) for b in ("most_popular", "recent_popular"))
-    print(
-        f"[pretrain] {name}: done in {metrics['wall_s']:.0f}s, HR@10 {hr:.4f} (most-popular {pop:.4f}, "
-        f"recent-then-popular {recent:.4f}), "
-        f"export {export}",
-        flush=True,
-    )
+    say(f"[pretrain] {name}: done in {metrics['wall_s']:.0f}s, HR@10 {hr:.4f} (most-popular {pop:.4f}, "
+        f"recent-then-popular {recent:.4f}), export {export}")
     return PretrainResult(run_dir, export, "ok", metrics)

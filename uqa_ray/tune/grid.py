@@ -5,9 +5,9 @@
                        data_dir="data", results_dir="results", storage="runs/tune")
 
 `expand` turns a GridSpec into trial specs (trial.py): method "encoder" for every
-(encoder x adapter x strategy x lr x seed), then one "random" control per such combination (its
-alignment is the cached one of the matching encoder trial, so it only evaluates), then the
-seed-independent methods (no_embedding, oracle, text20, text50) once each. `answer_format`,
+(encoder x adapter x strategy x lr x seed), then the seed-independent methods (no_embedding, oracle,
+text20, text50) once each, then one "random" control per such combination (its alignment is the cached
+one of the matching encoder trial, so it only evaluates). `answer_format`,
 `placement` and the eval batch size come from the alignment preset for EVERY method, so all rows of a
 table answer the same prompts.
 
@@ -42,6 +42,7 @@ from uqa_ray.align.llm import TINY_INFO_FILE
 from uqa_ray.align.lm_cache import cache_dir, check_taught_for
 from uqa_ray.config import content_hash, to_dict
 from uqa_ray.data.schema import TRUTH_FILE
+from uqa_ray.evaluate.run import METHODS, method_spec
 from uqa_ray.io import atomic_path
 from uqa_ray.tune.records import read_record, record_path, trial_id
 from uqa_ray.tune.trial import config_hash
@@ -73,12 +74,13 @@ class GridSpec:
     instruct: InstructConfig = InstructConfig()
     n_boot: int = 1000
     max_questions: int = 0  # 0 = every eval question (smoke runs cap it)
+    # A cap for the Text-k baselines alone (0 = max_questions): a Text-20 prompt is ~10x a question's
+    # tokens, so a reference line on an even sample of the questions costs what one method does.
+    text_max_questions: int = 0
     resources: dict[str, float] = dataclasses.field(default_factory=lambda: {"CPU": 1.0})  # per trial
     max_concurrent: int = 0  # 0 = as many as the resources allow
 
     def __post_init__(self) -> None:
-        from uqa_ray.evaluate.run import METHODS
-
         bad = sorted(set(self.methods) - set(METHODS))
         if bad:
             raise ValueError(f"methods: unknown {bad}; known {sorted(METHODS)}")
@@ -88,8 +90,8 @@ class GridSpec:
             raise ValueError("methods 'encoder'/'random' need at least one entry in encoders")
         if not self.strategies or not self.seeds:
             raise ValueError("strategies and seeds must be non-empty")
-        if self.max_concurrent < 0 or self.max_questions < 0 or self.n_boot < 1:
-            raise ValueError("need max_concurrent, max_questions >= 0 and n_boot >= 1")
+        if min(self.max_concurrent, self.max_questions, self.text_max_questions) < 0 or self.n_boot < 1:
+            raise ValueError("need max_concurrent, max_questions, text_max_questions >= 0 and n_boot >= 1")
         for a, s, lr in itertools.product(self.adapters or (None,), self.strategies, self.lrs or (None,)):
             align_config(self.align_preset, self.align, _over(a, s, lr))
 
@@ -113,10 +115,6 @@ def expand(spec: GridSpec, data_dir: str | Path, llm_dir: str, experiment: str, 
         enc_d = {"dir": str(Path(enc.dir).resolve()), "preset": enc.preset, "loss": enc.loss}
         aligned.append({**base, "encoder": enc_d, "align": cfg, "seed": seed})
     trials = [{**t, "method": "encoder"} for t in aligned] if "encoder" in spec.methods else []
-    if "random" in spec.methods:
-        last = str(Path(spec.encoders[-1].dir).resolve())
-        trials += [{**t, "method": "random"} for t in aligned
-                   if spec.random_of == "each" or t["encoder"]["dir"] == last]
     plain = to_dict(align_config(spec.align_preset, spec.align))
     for m in SEED_FREE:
         if m not in spec.methods:
@@ -124,7 +122,15 @@ def expand(spec: GridSpec, data_dir: str | Path, llm_dir: str, experiment: str, 
         if m == "oracle" and not (Path(data_dir) / TRUTH_FILE).is_file():
             print(f"[tune] {data_dir} has no {TRUTH_FILE}: the oracle control is skipped (synthetic data only)")
             continue
-        trials.append({**base, "method": m, "encoder": None, "align": plain, "seed": 0})
+        cap = spec.text_max_questions if method_spec(m).history and spec.text_max_questions else spec.max_questions
+        trials.append({**base, "method": m, "encoder": None, "align": plain, "seed": 0,
+                       "eval": {**base["eval"], "max_questions": cap}})
+    # The random controls last: each reuses its encoder trial's alignment, so run before it is trained
+    # it would hold a CPU waiting on the lock (trial.ensure_aligned).
+    if "random" in spec.methods:
+        last = str(Path(spec.encoders[-1].dir).resolve())
+        trials += [{**t, "method": "random"} for t in aligned
+                   if spec.random_of == "each" or t["encoder"]["dir"] == last]
     return trials
 
 
