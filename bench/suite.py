@@ -8,8 +8,8 @@
     python bench/suite.py --update-md              # ... written into BENCHMARKS.md's generated section
     python bench/suite.py --markdown --from-results bench/results   # table of the standalone scripts' JSONs
 
-Each benchmark runs its own script's CLI (bench/<name>.py; the embedded default is the README's main
-command) with its JSON output sent into this run's folder, so the suite never touches the standalone
+Each benchmark runs its own script's CLI (bench/<name>.py; main_command runs the README's main command
+cold) with its JSON output sent into this run's folder, so the suite never touches the standalone
 results bench/results/<name>.json. Files:
   bench/results/runs/<run>/<name>.json   each benchmark's own JSON, as its script wrote it
   bench/results/runs/<run>/suite.json    this run's figures (never overwritten: the run id is a UTC time)
@@ -32,11 +32,9 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from importlib import metadata
@@ -70,11 +68,10 @@ BENCHMARKS: dict[str, dict] = {
     "encoders": {"script": "bench/encoders.py", "full": [],
                  "quick": ["--encoders", "sasrec", "trm_pp", "--ladder", "16", "32", "64"],
                  "out_flag": "--out", "minutes": (35, 9)},
-    "embedded_default": {"script": "experiments/scale_model_size.py", "full": ["--config", "local"],
-                         "quick": ["--config", "ci"], "out_flag": None, "minutes": (12, 4)},
+    "main_command": {"script": "bench/main_command.py", "full": [], "quick": ["--config", "ci", "--seeds", "0"],
+                     "out_flag": "--out", "minutes": (22, 5)},
 }
 TIMEOUT_S = 3600  # per benchmark: a hung benchmark must not hold the other figures hostage forever
-LAB_PREFIXES = ("[lab]", "[pretrain]", "[tune]")
 
 
 def now() -> dt.datetime:
@@ -114,23 +111,18 @@ def machine() -> dict:
             "loadavg_start": loadavg()}
 
 
-def command(name: str, quick: bool, raw: Path, workdir: Path | None = None) -> list[str]:
+def command(name: str, quick: bool, raw: Path) -> list[str]:
     b = BENCHMARKS[name]
-    argv = [sys.executable, b["script"], *(b["quick"] if quick else b["full"])]
-    if b["out_flag"]:
-        argv += [b["out_flag"], str(raw)]
-    if workdir is not None:
-        argv += ["--workdir", str(workdir)]
-    return argv
+    return [sys.executable, b["script"], *(b["quick"] if quick else b["full"]), b["out_flag"], str(raw)]
 
 
 def shown(argv: list[str]) -> str:
     return shlex.join(["python", *argv[1:]]) if argv[0] == sys.executable else shlex.join(argv)
 
 
-def run_logged(argv: list[str], log: Path, timeout: float) -> tuple[int, float, list[tuple[float, str]], list[str]]:
+def run_logged(argv: list[str], log: Path, timeout: float) -> tuple[int, float, list[str]]:
     """Run `argv` in its own process group (its Ray workers included), output to `log`; returns the exit
-    code, wall seconds, the lab's progress lines with their arrival times, and the output's last lines."""
+    code, wall seconds and the output's last lines."""
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                PYTHONUNBUFFERED="1")
@@ -154,31 +146,26 @@ def run_logged(argv: list[str], log: Path, timeout: float) -> tuple[int, float, 
             f.write(line)
             line = line.rstrip("\n")
             tail.append(line)
-            if line.startswith(LAB_PREFIXES):
-                events.append((round(time.perf_counter() - t0, 1), line))
     rc = proc.wait()
     timer.cancel()
     if timed_out.is_set():
         tail.append(f"[suite] killed after the {timeout:.0f} s timeout")
         rc = rc or -9
-    return rc, time.perf_counter() - t0, events, list(tail)
+    return rc, time.perf_counter() - t0, list(tail)
 
 
 def run_one(name: str, quick: bool, run_dir: Path, log_dir: Path, timeout: float, run_id: str) -> dict:
     path = (run_dir / f"{name}.json").resolve()
     # the benchmarks run in ROOT: a path relative to it keeps the command readable
     raw = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-    workdir = Path(tempfile.mkdtemp(prefix="uqa-suite-lab-")) if name == "embedded_default" else None
-    argv = command(name, quick, raw, workdir)
+    argv = command(name, quick, raw)
     entry = {"status": "failed", "run": run_id, "quick": quick, "created": now().isoformat(timespec="seconds"),
              "command": shown(argv), "argv": argv, "source": str(raw), "log": str(log_dir / f"{name}.log"),
              "loadavg_start": loadavg(), "error": None}
     print(f"[suite] {name}: {entry['command']}", flush=True)
     try:
-        rc, wall, events, tail = run_logged(argv, log_dir / f"{name}.log", timeout)
+        rc, wall, tail = run_logged(argv, log_dir / f"{name}.log", timeout)
         entry.update(returncode=rc, wall_s=round(wall, 1), loadavg_end=loadavg())
-        if name == "embedded_default":
-            write_json(path, lab_result(events, wall, BENCHMARKS[name]["quick" if quick else "full"][1], workdir))
         if rc != 0:
             raise RuntimeError(f"exit code {rc}; last output:\n" + "\n".join(tail[-15:]))
         if not path.is_file():
@@ -188,21 +175,9 @@ def run_one(name: str, quick: bool, run_dir: Path, log_dir: Path, timeout: float
     except Exception as e:  # noqa: BLE001 - any failure of one benchmark is recorded, the suite goes on
         entry["error"] = f"{type(e).__name__}: {e}"
         entry.setdefault("loadavg_end", loadavg())
-    finally:
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)  # a fresh lab each time; its log stays
     print(f"[suite] {name}: {entry['status']} in {entry.get('wall_s', 0):.0f}s"
           + (f" - {entry['error'].splitlines()[0]}" if entry["error"] else ""), flush=True)
     return entry
-
-
-def lab_result(events: list[tuple[float, str]], wall: float, config: str, workdir: Path) -> dict:
-    """The embedded default's JSON: it has no benchmark script, so the suite writes what the lab printed."""
-    done = next((json.loads(line.split("done: ", 1)[1]) for _, line in reversed(events)
-                 if line.startswith("[lab] done: ")), {})
-    return {"config": config, "workdir": str(workdir), "process_wall_s": round(wall, 1),
-            "lab_wall_s": done.get("wall_s"), "trials": done.get("trials"), "ok": done.get("ok"),
-            "stages_s": F.lab_stages(events), "events": [{"t_s": t, "line": line} for t, line in events]}
 
 
 def merge_previous(doc: dict, out: Path) -> None:
@@ -290,8 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in names:
             minutes = BENCHMARKS[n]["minutes"][1 if args.quick else 0]
             total += minutes
-            wd = Path(tempfile.gettempdir()) / "uqa-suite-lab-XXXX" if n == "embedded_default" else None
-            print(f"{n:<17} ~{minutes:>2} min  {shown(command(n, args.quick, Path('RUN') / f'{n}.json', wd))}")
+            print(f"{n:<17} ~{minutes:>2} min  {shown(command(n, args.quick, Path('RUN') / f'{n}.json'))}")
         print(f"expected total ~{total} min on 2 quiet CPUs; results -> {out}")
         return 0
     return run_suite(names, args.quick, out, args.timeout, results, Path(args.work))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -137,15 +136,27 @@ def prompt_tokens_figures(r: dict) -> list[dict]:
     return out
 
 
-def embedded_default_figures(r: dict) -> list[dict]:
-    ctx = f"experiments/scale_model_size.py --config {r['config']}, fresh workdir"
-    out = [fig("embedded_default.wall_s", "embedded default, process wall time", r["process_wall_s"], "s", ctx)]
-    if r.get("lab_wall_s") is not None:
-        out.append(fig("embedded_default.lab_wall_s", "embedded default, the lab's own wall (after imports)",
-                       r["lab_wall_s"], "s", f"{ctx}; trials ok {r.get('ok')}/{r.get('trials')}"))
-    for stage, s in r.get("stages_s", {}).items():
-        out.append(fig(f"embedded_default.stage_s.{stage}", f"embedded default stage: {stage}", s, "s",
-                       "from the lab's printed times / line arrival times"))
+def main_command_figures(r: dict) -> list[dict]:
+    out = []
+    for e in r["seeds"]:
+        ctx = f"experiments/scale_model_size.py --config {r['config']}, cold, seed {e['seed']}"
+        out.append(fig(f"main_command.seed{e['seed']}.wall_s", f"main command wall time, seed {e['seed']}",
+                       e["wall_s"], "s", f"{ctx}; {r.get('cpus')} CPUs"))
+        if e["returncode"] != 0:
+            continue
+        law = ", ".join(k for k, ok in e["checks"].items() if not ok) or "every check holds"
+        out.append(fig(f"main_command.seed{e['seed']}.law_shown", f"scaling law shown, seed {e['seed']}",
+                       e["law_shown"], "", f"{ctx}; failing: {law}" if not e["law_shown"] else ctx))
+        for s in e["sizes"]:
+            out.append(fig(f"main_command.seed{e['seed']}.acc.{s['params_dense']}",
+                           f"overall accuracy, {s['params_dense']:,} params, seed {e['seed']}", s["acc"], "%",
+                           f"{ctx}; 95% CI {[round(c, 1) for c in s['ci95']]}; pretraining HR@10 "
+                           f"{s['pretrain_hr10']:.3f}"))
+        for name, c in e["controls"].items():
+            out.append(fig(f"main_command.seed{e['seed']}.{name}", f"{name}, seed {e['seed']}", c["acc"], "%",
+                           f"{ctx}; 95% CI [{c['lo']:.1f}, {c['hi']:.1f}], {c['n']:.0f} questions"))
+        out.append(fig(f"main_command.seed{e['seed']}.r2", f"power-law fit R^2, seed {e['seed']}",
+                       e["power_law"]["r2"], "", ctx))
     return out
 
 
@@ -177,40 +188,14 @@ def encoders_figures(r: dict) -> list[dict]:
 COLLECTORS: dict[str, Callable[[dict], list[dict]]] = {
     "prepare": prepare_figures, "pretrain": pretrain_figures, "evaluate": evaluate_figures,
     "questions": questions_figures, "prompt_tokens": prompt_tokens_figures,
-    "embedded_default": embedded_default_figures, "align_workers": align_workers_figures,
+    "main_command": main_command_figures, "align_workers": align_workers_figures,
     "encoders": encoders_figures,
 }
-# What each standalone script writes by default in bench/results/ (the embedded default has no script of
-# its own: the suite builds its JSON from the lab's output).
+# What each standalone script writes by default in bench/results/.
 RESULT_FILES = {"prepare": "prepare.json", "pretrain": "pretrain.json", "evaluate": "evaluate.json",
                 "questions": "questions.json", "prompt_tokens": "prompt_tokens.json",
-                "align_workers": "align_workers.json", "encoders": "encoders.json"}
-
-
-# -- the embedded default: stage times from the lab's stdout ---------------------------------------------
-_IN_S = re.compile(r"^\[lab\] (synth|prepare|questions): .* in (\d+)s")
-
-
-def lab_stages(events: list[tuple[float, str]]) -> dict[str, float]:
-    """Per-stage seconds from (arrival time, line) pairs of the lab's [lab]/[pretrain]/[tune] lines.
-    synth/prepare/questions print their own time; pretraining runs from the first `[lab] pretrain` line
-    to the last `[pretrain] ...: done` line; the rest up to `[lab] analysis` is alignment + evaluation
-    trials + the analysis (the lab prints nothing between them). A reused stage prints no time: 0."""
-    out: dict[str, float] = {}
-    for _, line in events:
-        m = _IN_S.match(line)
-        if m:
-            out[m.group(1)] = float(m.group(2))
-        elif re.match(r"^\[lab\] (synth|prepare|questions): reusing", line):
-            out[line.split()[1].rstrip(":")] = 0.0
-    starts = [t for t, line in events if line.startswith("[lab] pretrain ")]
-    ends = [t for t, line in events if line.startswith("[pretrain] ") and (": done in" in line or "reusing" in line)]
-    analysis = [t for t, line in events if line.startswith("[lab] analysis")]
-    if starts and ends:
-        out["pretrain"] = round(ends[-1] - starts[0], 1)
-        if analysis:
-            out["trials_and_analysis"] = round(analysis[-1] - ends[-1], 1)
-    return out
+                "align_workers": "align_workers.json", "encoders": "encoders.json",
+                "main_command": "main_command.json"}
 
 
 # -- Markdown ------------------------------------------------------------------------------------------------
@@ -291,5 +276,4 @@ def from_results(folder: str | Path) -> dict:
         for key in ("cpus", "torch"):
             if facts.get(key):
                 doc["machine"].setdefault(key, facts[key])
-    doc["benchmarks"]["embedded_default"] = {"status": "missing", "error": "no standalone result; run the suite"}
     return doc

@@ -66,28 +66,23 @@ def test_a_renamed_key_is_reported_not_hidden(tmp_path):
     assert "clicks_per_s" in doc["benchmarks"]["prepare"]["error"]
     assert doc["benchmarks"]["pretrain"]["status"] == "missing"
     table = F.markdown(doc)
-    assert "| prepare | **failed** |" in table and "| embedded_default | **missing** |" in table
+    assert "| prepare | **failed** |" in table and "| main_command | **missing** |" in table
 
 
-def test_lab_stages_from_the_pipeline_lines():
-    events = [(5.0, "[lab] synth: small log written to /w/raw/x in 12s"),
-              (40.0, "[lab] prepare: 2250 train / 250 eval users in 30s -> /w/data/p"),
-              (52.0, "[lab] questions: {'train': 9000, 'eval': 1000} in 11s -> /w/q"),
-              (53.0, "[lab] pretrain 1/2: tiny max_len=64 input=full loss=ce"),
-              (60.0, "[pretrain] 2 CPUs: 2 workers get 0.50 CPU each (asked 0.5), ..."),
-              (90.0, "[pretrain] run-a: done in 35s, HR@10 0.1 (most-popular 0.05), export /x"),
-              (91.0, "[lab] pretrain 2/2: tiny max_len=64 input=full loss=ce"),
-              (130.0, "[pretrain] run-b: done in 38s, HR@10 0.1 (most-popular 0.05), export /y"),
-              (400.0, "[lab] analysis: 4 files -> /w/reports/scale_model_size"),
-              (400.5, '[lab] done: {"experiment": "scale_model_size", "wall_s": 395.0, "trials": 6, "ok": 6}')]
-    assert F.lab_stages(events) == {"synth": 12.0, "prepare": 30.0, "questions": 11.0, "pretrain": 77.0,
-                                    "trials_and_analysis": 270.0}
-    res = suite.lab_result(events, 410.0, "local", Path("/w"))
-    assert (res["lab_wall_s"], res["trials"], res["ok"]) == (395.0, 6, 6)
-    figs = _numbers(F.embedded_default_figures(res))
-    assert figs["embedded_default.wall_s"] == 410.0 and figs["embedded_default.stage_s.pretrain"] == 77.0
-    reused = [(1.0, "[lab] synth: reusing /w/raw/x"), (2.0, "[lab] prepare: reusing /w/data/p")]
-    assert F.lab_stages(reused) == {"synth": 0.0, "prepare": 0.0}
+def test_main_command_figures_say_whether_the_law_shows():
+    seed = {"seed": 1, "returncode": 0, "wall_s": 512.0, "law_shown": False,
+            "checks": {"sizes_ge_4": True, "power_law_r2_ge_0.8": False},
+            "sizes": [{"params_dense": 12840, "acc": 46.8, "ci95": [45.4, 48.3], "pretrain_hr10": 0.166}],
+            "controls": {"no_embedding": {"acc": 43.2, "lo": 41.9, "hi": 44.6, "n": 5039.0}},
+            "power_law": {"r2": 0.5}}
+    failed = {"seed": 2, "returncode": 1, "wall_s": 30.0}
+    figs = F.main_command_figures({"config": "local", "cpus": 2, "seeds": [seed, failed]})
+    got = {f["key"]: f for f in figs}
+    assert got["main_command.seed1.wall_s"]["value"] == 512.0 and got["main_command.seed2.wall_s"]["value"] == 30.0
+    assert got["main_command.seed1.law_shown"]["value"] is False
+    assert "power_law_r2_ge_0.8" in got["main_command.seed1.law_shown"]["note"]
+    assert got["main_command.seed1.acc.12840"]["value"] == 46.8
+    assert got["main_command.seed1.no_embedding"]["value"] == 43.2 and "main_command.seed2.r2" not in got
 
 
 def test_markdown_section_replaced_between_the_markers(tmp_path):
