@@ -12,6 +12,7 @@ import pytest
 
 from uqa_ray import cli
 from uqa_ray.data.prepare import PrepareConfig, prepare
+from uqa_ray.questions.render import prompt_text
 from uqa_ray.data.reindex import eval_users
 from uqa_ray.data.schema import BPE_COLUMNS, BPE_SOURCE, ID_COLUMNS, PRETRAIN_FILES, PRETRAIN_SCHEMA, SEQ_COLUMNS
 from uqa_ray.data.synthetic import generate, preset
@@ -38,7 +39,8 @@ def _reference(clicks: pd.DataFrame) -> pd.DataFrame:
 def prepared(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("prep")
     generate(preset("tiny"), root / "raw", seed=0)
-    meta = prepare(root / "raw", root / "data", CFG)
+    # the prompts' text as `uqa-ray prepare` gives it (test_cli_rerun_is_byte_identical compares the two)
+    meta = prepare(root / "raw", root / "data", CFG, prompt_text=prompt_text())
     data = root / "data"
     tables = {s: pa.ipc.open_file(data / f).read_all() for s, f in PRETRAIN_FILES.items()}
     users = {s: pq.read_table(data / f"users_{s}.parquet").to_pandas() for s in PRETRAIN_FILES}
