@@ -116,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     keep = None if args.keep is None else Path(args.keep or out.with_suffix(""))
     doc = {"config": args.config, "cpus": os.cpu_count(), "seeds": []}
-    if args.append and out.is_file():
-        doc["seeds"] = [e for e in json.loads(out.read_text())["seeds"] if e["seed"] not in args.seeds]
     for s in args.seeds:
         load = list(os.getloadavg())
         entry = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": load,
                  **run_seed(s, args.config, keep), "loadavg_end": list(os.getloadavg())}
-        doc["seeds"] = sorted(doc["seeds"] + [entry], key=lambda e: e["seed"])
+        # --append reads --out again just before writing: a bench of another seed may have written it since
+        others = json.loads(out.read_text())["seeds"] if args.append and out.is_file() else doc["seeds"]
+        doc["seeds"] = sorted([e for e in others if e["seed"] != s] + [entry], key=lambda e: e["seed"])
         write_json(out, doc)  # after each seed: an interrupted bench keeps what it measured
     print(f"[bench] wrote {args.out}", flush=True)
     return 0 if all(e["returncode"] == 0 for e in doc["seeds"]) else 1
