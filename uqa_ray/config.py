@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import importlib.util
+import inspect
 import json
 import types
 import typing
@@ -179,14 +181,26 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def source_hash(*packages: str, length: int = 12) -> str:
-    """Stable short hash of the Python sources of `packages` ("uqa_ray.encoders", ...) or modules: part of the key of
-    an output that depends on code as much as on config, so a code change never reuses what older code
-    made (a finished pretraining run, say)."""
+    """Stable short hash of the Python sources of `packages` ("uqa_ray.encoders", ...), modules, or single
+    definitions ("uqa_ray.align.data:QuestionSplit.messages": that function's or class's source; a constant's
+    repr): part of the key of an output that depends on code as much as on config, so a code change never
+    reuses what older code made (a finished pretraining run, say). Naming definitions rather than whole
+    modules keys an output by the code that shapes it, not by every edit to the file around it."""
     h = hashlib.sha256()
     for pkg in packages:
-        spec = importlib.util.find_spec(pkg)
+        name, _, qual = pkg.partition(":")
+        spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None:
-            raise ValueError(f"source_hash: no package {pkg!r}")
+            raise ValueError(f"source_hash: no package {name!r}")
+        if qual:
+            obj: Any = importlib.import_module(name)
+            for part in qual.split("."):
+                if not hasattr(obj, part):
+                    raise ValueError(f"source_hash: {name} has no {qual!r}")
+                obj = getattr(obj, part)
+            code = inspect.getsource(obj) if callable(obj) else repr(obj)
+            h.update(f"{pkg}\n{code}".encode())
+            continue
         # a package: every source under its folder; a plain module: its one file
         root = Path(spec.origin).parent
         files = sorted(root.rglob("*.py")) if spec.submodule_search_locations is not None else [Path(spec.origin)]

@@ -83,6 +83,29 @@ def test_source_hash_follows_the_code(tmp_path, monkeypatch):
         source_hash("no_such_package_here")
 
 
+def test_source_hash_of_single_definitions(tmp_path, monkeypatch):
+    """A definition's hash follows that definition's code only, not the rest of its module."""
+    import importlib
+    import sys
+
+    mod = tmp_path / "defmod.py"
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(f_body: str, g_body: str, const: int) -> None:
+        mod.write_text(f"C = {const}\n\ndef f():\n    return {f_body}\n\n\nclass K:\n    def g(self):\n        return {g_body}\n")
+        sys.modules.pop("defmod", None)
+        importlib.invalidate_caches()
+
+    write("1", "2", 3)
+    f, g, c = source_hash("defmod:f"), source_hash("defmod:K.g"), source_hash("defmod:C")
+    write("1", "20", 3)  # only K.g changed
+    assert source_hash("defmod:f") == f and source_hash("defmod:C") == c and source_hash("defmod:K.g") != g
+    write("10", "20", 4)
+    assert source_hash("defmod:f") != f and source_hash("defmod:C") != c
+    with pytest.raises(ValueError, match="has no 'nope'"):
+        source_hash("defmod:nope")
+
+
 def test_pretraining_run_name_includes_the_code(monkeypatch):
     import uqa_ray.pretrain.trainer as trainer
     from uqa_ray.pretrain.config import PretrainConfig

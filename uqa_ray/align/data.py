@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from uqa_ray.align.soft_prompt import parse_chat
 from uqa_ray.data.schema import ALIGN_FILES, ALIGN_SCHEMA, QUESTIONS_FILES, TEXT_COLUMN, check_schema
-from uqa_ray.data.stream import open_ipc
+from uqa_ray.data.stream import open_ipc, take_rows
 from uqa_ray.io import InputError
 
 FORMATS = ("letter", "content")
@@ -101,7 +101,7 @@ class QuestionSplit:
         """The encoder batch of the rows (data.collate: last `max_len` clicks, right padding, mask)."""
         from uqa_ray.data.collate import collate
 
-        part = self.table.select(list(columns)).take(pa.array(rows, pa.int64()))
+        part = take_rows(self.table.select(list(columns)), rows)
         try:
             return collate(part, max_len)
         except InputError as e:

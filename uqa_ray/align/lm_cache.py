@@ -31,9 +31,15 @@ from uqa_ray.io import InputError
 
 CACHE_ENV = "UQA_RAY_CACHE"
 SHIPPED_DIR = Path(__file__).resolve().parent / "taught"
-# The modules whose code shapes what the LM learns: model build, chat/prompt layout, question text,
-# history rendering, the teaching loop. A change to any of them makes a new key (and a stale shipped copy).
-TEACHING_CODE = ("uqa_ray.align.llm", "uqa_ray.align.instruct", "uqa_ray.align.data", "uqa_ray.align.soft_prompt",
+# The code that shapes what the LM learns - model build, chat/prompt layout, question text, history rendering,
+# the teaching loop and its loss - as modules or single definitions (config.source_hash): a change to any of
+# them makes a new key (and a stale shipped copy); a change elsewhere in those files (how fast the encoder
+# rows of a batch are read, say) does not.
+TEACHING_CODE = ("uqa_ray.align.llm", "uqa_ray.align.instruct", "uqa_ray.align.soft_prompt",
+                 *(f"uqa_ray.align.data:{d}" for d in ("FORMATS", "QUESTION_COLUMNS", "QuestionSplit.__init__",
+                                                        "QuestionSplit.__len__", "QuestionSplit.messages",
+                                                        "QuestionSplit.options", "QuestionSplit.gold_index")),
+                 "uqa_ray.align.model:lm_loss", "uqa_ray.align.model:lm_loss_terms",
                  "uqa_ray.questions.render", "uqa_ray.questions.templates")
 FINGERPRINT_KEYS = ("tokenizer", "catalog", "train_users", "config", "code")
 

@@ -26,6 +26,19 @@ def open_ipc(path: str | Path) -> ipc.RecordBatchFileReader:
         raise InputError(f"{path}: not a readable Arrow IPC file ({e})") from e
 
 
+def take_rows(table: pa.Table, rows: Sequence[int]) -> pa.Table:
+    """The rows of a (memory-mapped, multi-batch) table, in order, copying only those rows. Table.take on
+    a chunked table of nested lists first concatenates whole chunks (~37 ms for 16 rows of the main
+    command's align file); zero-copy one-row slices concatenated copy the rows alone (~0.2 ms)."""
+    if len(rows) == 0:
+        return table.slice(0, 0)
+    n = table.num_rows
+    bad = [int(r) for r in rows if not 0 <= int(r) < n]
+    if bad:
+        raise IndexError(f"rows {bad[:5]} out of range for a table of {n} rows")
+    return pa.concat_tables([table.slice(int(r), 1) for r in rows]).combine_chunks()
+
+
 def arrow_file_info(path: str | Path) -> tuple[pa.Schema, list[int]]:
     """Schema and rows per record batch (reads only the footer and batch headers)."""
     reader = open_ipc(path)
