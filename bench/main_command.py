@@ -12,7 +12,8 @@ user split the shipped LM was taught on (`questions.seed`, `pretrain.seed`, `gri
 From the run's own result records and `fit_params.json` (never from its log) the JSON records, per seed:
 wall time, each size's overall accuracy with its 95% CI and pretraining HR@10, the controls, the power-law
 fit, and the checks of issue 13's "done when": the largest size's CI above the smallest's and above the
-no-embedding control's, the random control inside the no-embedding CI, power-law R^2 >= 0.8, HR@10 rising.
+no-embedding control's, the random control inside the no-embedding CI, power-law R^2 >= 0.8, pretraining HR@10
+rising and eval next-item loss falling (issue 12).
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def summarize(results: Path, fit: dict) -> dict:
         o = r["scores"]["likelihood"]["overall"]
         sizes.append({"params_dense": r["encoder"]["params_dense"], "acc": o["acc"], "ci95": o["ci95"], "n": o["n"],
                       "pretrain_hr10": (r["encoder"].get("pretrain") or {}).get("HR@10"),
+                      "pretrain_loss": (r["encoder"].get("pretrain") or {}).get("loss"),
                       "align_s": r["timings"].get("align_s"), "eval_s": r["timings"].get("eval_s")})
     sizes.sort(key=lambda s: s["params_dense"])
     controls = ours["controls"]
@@ -57,6 +59,7 @@ def summarize(results: Path, fit: dict) -> dict:
     small, large = sizes[0], sizes[-1]
     none, rand = controls.get("no_embedding", {}), controls.get("random_embedding", {})
     hr = [s["pretrain_hr10"] for s in sizes]
+    loss = [s["pretrain_loss"] for s in sizes]
     checks = {
         "sizes_ge_4": len(sizes) >= 4,
         "largest_ci_above_smallest_ci": large["ci95"][0] > small["ci95"][1],
@@ -64,6 +67,7 @@ def summarize(results: Path, fit: dict) -> dict:
         "random_within_no_embedding_ci": bool(none and rand) and none["lo"] <= rand["acc"] <= none["hi"],
         "power_law_r2_ge_0.8": power.get("r2", 0.0) >= 0.8,
         "pretrain_hr10_rises": all(b > a for a, b in zip(hr, hr[1:])),
+        "pretrain_loss_falls": all(b < a for a, b in zip(loss, loss[1:])),
     }
     return {"sizes": sizes, "controls": controls,
             "power_law": {k: power.get(k) for k in ("params", "r2", "rmse")},

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from uqa_ray.data.collate import collate, last_item_targets, next_item_targets
+from uqa_ray.data.collate import collate, eval_targets, last_item_targets, next_item_targets
 from uqa_ray.data.schema import SEQ_TYPE
 from uqa_ray.io import InputError
 
@@ -85,3 +85,10 @@ def test_training_and_eval_views():
     assert pos.tolist() == [2, 0] and target.tolist() == [5, 8]
     single = collate(table(uni_seq_item_id=[[[9]]]), 4)
     assert last_item_targets(single)[1].tolist() == [0]  # one click: nothing to predict
+    # the last 3 clicks of each row, last first, each scored from the state just before it
+    row, pos, target = eval_targets(b, 3)
+    assert row.tolist() == [0, 0, 0, 1, 1, 1]
+    assert target.tolist() == [5, 4, 3, 8, 0, 0] and pos.tolist() == [2, 1, 0, 0, 0, 0]
+    assert [t.tolist() for t in eval_targets(b, 1)[1:]] == [t.tolist() for t in last_item_targets(b)]
+    with pytest.raises(ValueError, match="last must be >= 1"):
+        eval_targets(b, 0)

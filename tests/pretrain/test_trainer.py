@@ -28,6 +28,7 @@ def _cfg(data, storage, **over) -> PretrainConfig:
         "optim": {"epochs": 4, "lr": 3e-3, "micro_batch": 8},
         "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
         "checkpoint_every": 10, "eval_batch": 32,
+        "eval_last": 3,  # each eval user's last 3 clicks are scored (the official protocol: the last one)
     }
     return build(PretrainConfig, base, over)
 
@@ -45,11 +46,16 @@ def test_zero2_learns_and_beats_most_popular(zero2):
 
 
 def test_two_workers_score_every_eval_user_and_baselines_the_same_users(zero2, tiny_data):
-    # Ray's equal split would drop the remainder rows of the eval set; every user must be scored once.
+    # Ray's equal split would drop the remainder rows of the eval set; every user must be scored once,
+    # on each of its last 3 clicks that has a click before it (in the 32-click window).
     lengths = [len(r) for r in open_ipc(tiny_data / "pretrain_data_eval.arrow").read_all()
                .column("uni_seq_item_id").to_pylist()]
     m = zero2.metrics
-    assert m["eval/n"] == sum(n >= 2 for n in lengths) and len(lengths) % 2 == 1, (m["eval/n"], len(lengths))
+    want = sum(max(0, min(min(n, 32) - 1, 3)) for n in lengths)
+    assert m["eval/n"] == want and len(lengths) % 2 == 1, (m["eval/n"], want, len(lengths))
+    ranks = json.loads((zero2.run_dir / "eval_ranks.json").read_text())
+    assert ranks["row"] == sorted(set(ranks["row"])) and len(ranks["row"]) == want  # one key per target
+    assert {r // 3 for r in ranks["row"]} == {i for i, n in enumerate(lengths) if n >= 2}
     assert m["baseline/most_popular/n"] == m["baseline/recent_popular/n"] == m["eval/n"]
     summary = json.loads((zero2.run_dir / "summary.json").read_text())
     assert summary["metrics"]["eval/HR@10"] == m["eval/HR@10"]
@@ -69,6 +75,8 @@ def test_one_worker_sliding_windows_same_eval_users(zero2, tiny_data, tmp_path):
     assert windows > users and m["step"] == windows // 8, (m["step"], windows, users)
     ranks = json.loads((res.run_dir / "eval_ranks.json").read_text())
     assert len(ranks["row"]) == len(ranks["model"]) == m["eval/n"]
+    two = json.loads((zero2.run_dir / "eval_ranks.json").read_text())
+    assert ranks["row"] == two["row"] and ranks["recent_popular"] == two["recent_popular"]
 
 
 def test_loss_falls(zero2):

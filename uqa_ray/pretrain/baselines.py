@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import torch
 
-from uqa_ray.data.collate import ITEM_COLUMN, collate, last_item_targets
+from uqa_ray.data.collate import ITEM_COLUMN, collate, eval_targets
 from uqa_ray.data.stream import open_ipc
 from uqa_ray.pretrain.metrics import hr_ndcg, item_counts, popularity_ranks, recent_popular_ranks
 
@@ -41,20 +41,23 @@ def train_counts(train_file: str | Path, n_items: int) -> torch.Tensor:
 
 
 def heuristic_baselines(train_file: str | Path, eval_file: str | Path, n_items: int, max_len: int,
-                        ks: Iterable[int], eval_users: int = 0) -> tuple[dict[str, dict[str, float]], dict[str, list]]:
-    """({baseline: HR@k / NDCG@k / n}, per-user {"row": eval rows with a target, baseline: ranks}) for every
-    name in `BASELINES`, over the first `eval_users` eval rows (0 = all)."""
+                        ks: Iterable[int], eval_users: int = 0, last: int = 1
+                        ) -> tuple[dict[str, dict[str, float]], dict[str, list]]:
+    """({baseline: HR@k / NDCG@k / n}, per-target {"row": eval row x `last` + j of each scored target, baseline:
+    ranks}) for every name in `BASELINES`, over the first `eval_users` eval rows (0 = all) and the last
+    `last` clicks of each (`data.collate.eval_targets`, the model's order)."""
     counts = train_counts(train_file, n_items)
     ranks: dict[str, list[torch.Tensor]] = {b: [] for b in BASELINES}
     rows, offset = [], 0
     for b in _batches(eval_file, eval_users):
         batch = collate(b, max_len)
-        pos, target = last_item_targets(batch)
-        ids = batch[ITEM_COLUMN]
+        row, pos, target = eval_targets(batch, last)
+        ids = batch[ITEM_COLUMN][row]
         history = torch.where(torch.arange(ids.shape[1])[None, :] <= pos[:, None], ids, torch.zeros_like(ids))
         ranks["most_popular"].append(popularity_ranks(counts, target))
         ranks["recent_popular"].append(recent_popular_ranks(history, counts, target))
-        rows.append(torch.arange(offset, offset + b.num_rows)[target > 0])
+        j = torch.arange(len(row)) % last  # the key of loop.evaluate's pairs: eval row x last + j
+        rows.append(((offset + row) * last + j)[target > 0])
         offset += b.num_rows
     ks = tuple(ks)
     cat = {name: torch.cat(r) for name, r in ranks.items()}

@@ -92,10 +92,11 @@ def _gathered(params: list[torch.nn.Parameter], enabled: bool):
 
 def evaluate(engine, session, cfg: PretrainConfig, enc_cfg, device: torch.device
              ) -> tuple[dict[str, float], list[list[int]]]:
-    """HR@k / NDCG@k on the last click of every eval user, and the eval next-item loss over every position
+    """HR@k / NDCG@k on the last click (`eval_last` clicks) of every eval user, and the eval next-item loss over every position
     of their sequences (`loss`, full softmax): each rank scores its stride of each batch
     (`session.eval_rows`), and the sums are all-reduced. Also this rank's [eval row, rank] pairs (row =
-    the user's index in the eval stream, i.e. the file order), for per-user results."""
+    the user's index in the eval stream, i.e. the file order, times `eval_last`, plus j for the j-th click
+    from the end), for per-user results."""
     module = engine.module
     module.eval()
     keys = ["n"] + [f"{m}@{k}" for k in cfg.ks for m in ("HR", "NDCG")] + ["loss_sum", "positions"]
@@ -107,7 +108,7 @@ def evaluate(engine, session, cfg: PretrainConfig, enc_cfg, device: torch.device
             rows, keep = eval_rows(batch, session.rank, session.world)
             start, offset = offset, offset + batch.num_rows
             b = _to_device(collate(rows, enc_cfg.max_len), device)
-            q, last, target = module.eval_queries(b)
+            q, last, target, row = module.eval_queries(b, cfg.eval_last)
             # Under ZeRO-3 the table is gathered per batch and only AFTER the forward: the encoder's own
             # forward re-partitions it on exit, even inside an outer GatheredParameters.
             with _gathered([weight], cfg.zero_stage == 3):
@@ -117,7 +118,9 @@ def evaluate(engine, session, cfg: PretrainConfig, enc_cfg, device: torch.device
                 loss_sum, positions = module.eval_loss(q, b, weight)
             if not keep:
                 continue
-            per_user += [[start + session.rank + session.world * i, r] for i, r in enumerate(ranks.tolist()) if r >= 0]
+            n = cfg.eval_last  # pair key: the user's eval row x eval_last + j (j = 0: the last click)
+            per_user += [[(start + session.rank + session.world * i) * n + j % n, r]
+                         for j, (i, r) in enumerate(zip(row.tolist(), ranks.tolist())) if r >= 0]
             for k, v in metric_sums(ranks, cfg.ks).items():
                 sums[k] += v
             sums["loss_sum"] += float(loss_sum)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uqa_ray.data.collate import last_item_targets, next_item_targets
+from uqa_ray.data.collate import eval_targets, last_item_targets, next_item_targets
 from uqa_ray.encoders.base import build_encoder
 from uqa_ray.encoders.config import EncoderConfig
 from uqa_ray.encoders.layers import io_linear
@@ -80,12 +80,14 @@ class PretrainObjective(nn.Module):
         return self.head(h), target
 
     @torch.no_grad()
-    def eval_queries(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One encoder pass for evaluation: (queries (B, T, item_dim) at every position, the last click's
-        query (B, item_dim), its target id (B,), 0 = none)."""
+    def eval_queries(self, batch: dict[str, torch.Tensor], last: int = 1
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One encoder pass for evaluation: (queries (B, T, item_dim) at every position, and for each of
+        the last `last` clicks of every row (`data.collate.eval_targets`, flat B * last): the query that
+        scores it, its target id (0 = none) and its row)."""
         q = self.head(self.encoder(batch))
-        pos, target = last_item_targets(batch)
-        return q, q[torch.arange(q.shape[0], device=q.device), pos], target
+        row, pos, target = eval_targets(batch, last)
+        return q, q[row, pos], target, row
 
     @torch.no_grad()
     def eval_loss(self, q: torch.Tensor, batch: dict[str, torch.Tensor], item_table: torch.Tensor

@@ -31,7 +31,7 @@ from uqa_ray.pretrain.objective import PretrainObjective
 
 EXPORT_DIR = "encoder"
 SUMMARY_FILE = "summary.json"
-RANKS_FILE = "eval_ranks.json"  # per eval user: the model's and each baseline's 0-based rank of the target
+RANKS_FILE = "eval_ranks.json"  # per eval target (eval_last per user): the model's and each baseline's 0-based rank
 STATUS_FILE = "status.json"
 WEIGHTS_CODE = ("uqa_ray.data", "uqa_ray.encoders", "uqa_ray.pretrain")
 
@@ -65,8 +65,9 @@ def run_name(cfg: PretrainConfig) -> str:
 
 
 def per_user_ranks(model: list[list[int]], baselines: dict[str, list]) -> dict[str, list[int]]:
-    """{"row", "model", <baseline>...}: one entry per scored eval user. Model and baselines must have
-    scored the same users; anything else is a bug, not a result."""
+    """{"row", "model", <baseline>...}: one entry per scored target ("row": the eval user's row x
+    `eval_last` + j, j = 0 for the last click; with eval_last 1, the user's row). Model and baselines must
+    have scored the same targets; anything else is a bug, not a result."""
     rows = [r for r, _ in model]
     if rows != baselines["row"]:
         raise RuntimeError(f"the model scored {len(rows)} eval users and the baselines {len(baselines['row'])}: "
@@ -173,7 +174,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         )
     t0 = time.perf_counter()
     baselines, baseline_ranks = heuristic_baselines(files["train"], files["eval"], vocab["uni_seq_item_id"],
-                                                    enc_cfg.max_len, cfg.ks, cfg.eval_users)
+                                                    enc_cfg.max_len, cfg.ks, cfg.eval_users, cfg.eval_last)
     if cfg.windows == "sliding":
         train_ds = train_ds.map_batches(sliding_windows, fn_kwargs={"max_len": enc_cfg.max_len},
                                         batch_format="pyarrow")
