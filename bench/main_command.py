@@ -1,6 +1,6 @@
 """The README's main command, cold: does it show the scaling law, and how long does it take?
 
-    python bench/main_command.py                      # seeds 0 and 1, ~20 min each on 2 quiet CPUs
+    python bench/main_command.py                      # seeds 0 and 1, ~5.5 min each on 2 quiet CPUs
     python bench/main_command.py --seeds 0 --keep     # one seed; copy its records, fit and plot beside the JSON
 
 Each seed runs `python experiments/scale_model_size.py --config local` as a new user would: a fresh

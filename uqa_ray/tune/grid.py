@@ -183,8 +183,8 @@ def warn_if_untaught(folder: Path, margin: float = 10.0) -> None:
         print(f"[tune] WARNING: the tiny LM ({folder.name}, {taught.get('steps')} instruct steps) reads a text "
               f"history at {max(reading):.0f}% on held-out questions, chance {chance:.0f}%: the accuracies "
               f"below will sit near chance for every method. Teaching it to read takes ~1,500 steps "
-              f"(grid.instruct.steps=1500: ~18 min at the 0.73 s/step measured on 2 quiet CPUs, once per "
-              f"machine: the user cache), and long histories a stretch phase (grid.instruct.stretch.steps=300).", flush=True)
+              f"(grid.instruct.steps=1500, once per machine: the user cache; how long it takes: "
+              f"docs/taught_lm.md), and long histories a stretch phase (grid.instruct.stretch.steps=300).", flush=True)
 
 
 def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir: str | Path = "results",
