@@ -58,8 +58,8 @@ def _config_the_loop_builds(monkeypatch) -> tuple[bool, dict]:
     """Runs `train_loop` up to its `build_engine` call and returns (on_gpu, the DeepSpeed config)."""
     seen = {}
 
-    def fake_build_engine(cfg, enc_cfg, on_gpu):
-        seen["on_gpu"], seen["ds"] = on_gpu, deepspeed_config(cfg, on_gpu)
+    def fake_build_engine(cfg, enc_cfg, on_gpu, total_steps):
+        seen["on_gpu"], seen["ds"] = on_gpu, deepspeed_config(cfg, on_gpu, total_steps)
         raise _Stop
 
     monkeypatch.setattr(loop, "build_engine", fake_build_engine)

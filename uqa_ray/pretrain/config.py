@@ -25,10 +25,21 @@ class OptimConfig:
     epochs: int = 3
     micro_batch: int = 4  # per worker (per GPU)
     grad_accum: int = 1
+    # The learning rate over the run (DeepSpeed's schedulers, ds_config.py): "constant" as the release
+    # (after `warmup_steps` of linear warm-up, if any); "cosine": linear warm-up, then a cosine decay to
+    # `min_lr_ratio` x lr at the last optimizer step.
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.epochs < 1 or self.micro_batch < 1 or self.grad_accum < 1:
             raise ValueError("lr must be > 0 and epochs, micro_batch, grad_accum >= 1")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"need warmup_steps >= 0 and min_lr_ratio in [0, 1], got {self.warmup_steps}, "
+                             f"{self.min_lr_ratio}")
 
 
 @dataclasses.dataclass(frozen=True)

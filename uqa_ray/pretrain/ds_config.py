@@ -48,8 +48,22 @@ def engine_config(*, micro_batch: int, grad_accum: int, zero_stage: int, precisi
     return ds
 
 
-def deepspeed_config(cfg, on_gpu: bool) -> dict[str, Any]:
-    """DeepSpeed config dict for `cfg` (a PretrainConfig)."""
+def lr_scheduler(optim, total_steps: int) -> dict[str, Any] | None:
+    """DeepSpeed's `scheduler` block for `optim.schedule` over `total_steps` optimizer steps (None: a
+    constant lr with no warm-up, DeepSpeed's default)."""
+    if optim.schedule == "cosine":
+        return {"type": "WarmupCosineLR", "params": {
+            "total_num_steps": max(1, total_steps), "warmup_num_steps": optim.warmup_steps,
+            "warmup_min_ratio": 0.0, "cos_min_ratio": optim.min_lr_ratio, "warmup_type": "linear"}}
+    if optim.warmup_steps:
+        return {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": optim.lr,
+                                               "warmup_num_steps": optim.warmup_steps, "warmup_type": "linear"}}
+    return None
+
+
+def deepspeed_config(cfg, on_gpu: bool, total_steps: int = 0) -> dict[str, Any]:
+    """DeepSpeed config dict for `cfg` (a PretrainConfig) over `total_steps` optimizer steps (the lr schedule's
+    length; unused by a constant lr)."""
     o = cfg.optim
     extra: dict[str, Any] = {
         "optimizer": {
@@ -64,6 +78,9 @@ def deepspeed_config(cfg, on_gpu: bool) -> dict[str, Any]:
             },
         },
     }
+    scheduler = lr_scheduler(o, total_steps)
+    if scheduler:
+        extra["scheduler"] = scheduler
     if cfg.zero_stage == 3:
         # Gather the (small) recommender layers eagerly; sequence encoders have many tiny params.
         extra["zero_optimization"] = {"stage3_param_persistence_threshold": 1e4}

@@ -61,10 +61,16 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def build_engine(cfg: PretrainConfig, enc_cfg, on_gpu: bool):
+def total_optimizer_steps(cfg: PretrainConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps of the whole run (micro-batches / grad_accum, capped by max_steps): the lr schedule's length."""
+    steps = cfg.optim.epochs * steps_per_epoch // cfg.optim.grad_accum
+    return min(steps, cfg.max_steps // cfg.optim.grad_accum or 1) if cfg.max_steps else steps
+
+
+def build_engine(cfg: PretrainConfig, enc_cfg, on_gpu: bool, total_steps: int = 0):
     import deepspeed
 
-    ds_cfg = deepspeed_config(cfg, on_gpu)
+    ds_cfg = deepspeed_config(cfg, on_gpu, total_steps)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     # ZeRO-3: parameters are partitioned as they are created, so a 1.2B encoder never exists whole on
     # one rank (DeepSpeed's zero.Init). The objective's init happens in module constructors.
@@ -238,7 +244,7 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
         torch.set_num_threads(max(1, int(run.get("threads", 1))))
     session = session_factory(cfg) if session_factory else RaySession(cfg)
     enc_cfg = cfg.encoder_config(run["vocab"])
-    engine, ds_cfg = build_engine(cfg, enc_cfg, on_gpu)
+    engine, ds_cfg = build_engine(cfg, enc_cfg, on_gpu, total_optimizer_steps(cfg, run["steps_per_epoch"]))
     precision = resolve_precision(cfg.precision, on_gpu)
     fpp = flops_per_position(enc_cfg)
     peak = peak_flops(device) if on_gpu else None
