@@ -24,6 +24,9 @@ from typing import Any
 
 import pandas as pd
 
+if not __package__:  # run as a file (python analysis/x.py): the repo root holds `analysis`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from analysis import paper
 from analysis.aggregate import cell
 from analysis.fitting import LOGLIN, POWER, FitError, fit_series

@@ -27,6 +27,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
+if not __package__:  # run as a file (python analysis/x.py): the repo root holds `analysis`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from analysis.aggregate import aggregate  # noqa: E402
 from analysis.paper import DISPLAY  # noqa: E402
 from analysis.fit_scaling import SERIES, X_SPECS, run_fit, select, size_label  # noqa: E402

@@ -11,6 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+if not __package__:  # run as a file (python analysis/x.py): the repo root holds `analysis`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from analysis.fit_scaling import X_SPECS, run_fit, summary
 from analysis.records import SCORERS, load_records
 from uqa_ray.config import ConfigError

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+if not __package__:  # run as a file (python analysis/x.py): the repo root holds `analysis`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from analysis import paper
 from analysis.aggregate import aggregate
 from analysis.fit_scaling import size_label

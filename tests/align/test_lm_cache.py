@@ -115,3 +115,28 @@ def test_the_package_ships_a_taught_lm_current_with_the_teaching_code_and_config
     assert info["tiny_lm_config"] == to_dict(TinyLMConfig()), stale
     reading = {k: v for k, v in taught["stretch"]["holdout_likelihood_accuracy"].items() if k != "no_history"}
     assert min(reading.values()) > taught["chance"] + 15  # it reads a history (chance 25%)
+
+
+def test_rekey_renames_a_taught_folder_to_the_current_code_key_and_keeps_its_weights(tmp_path):
+    """After a move of teaching code that teaches the same thing, `teach_tiny_lm.py --rekey WHY` renames the
+    shipped copy to the key the code now gives it (instruct.rekey_taught); a folder not named by its own
+    recorded key is refused."""
+    shipped = sorted(SHIPPED_DIR.glob("instruct-*"))[0]
+    cfg = InstructConfig()
+    info = _info(shipped)
+    info["taught"]["fingerprint"]["code"] = "an-older-code"  # as if taught by code since moved
+    old = instruct._named(tmp_path, info["taught"]["fingerprint"], cfg)
+    shutil.copytree(shipped, old)
+    (old / TINY_INFO_FILE).write_text(json.dumps(info))
+    new = instruct.rekey_taught(old, cfg, "a test")
+    assert new.name == shipped.name and not old.exists()
+    got = _info(new)["taught"]
+    assert got["fingerprint"]["code"] == source_hash(*TEACHING_CODE)
+    assert got["rekeyed"][-1] == {"from": old.name, "why": "a test"}
+    assert got["stretch"]["from"] == instruct._named(tmp_path, got["fingerprint"], cfg, phase=1).name
+    assert (new / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
+    assert instruct.rekey_taught(new, cfg, "again") == new  # current already: nothing to do
+    misnamed = tmp_path / "instruct-000000000000"
+    new.rename(misnamed)
+    with pytest.raises(InputError, match="not named by its recorded fingerprint"):
+        instruct.rekey_taught(misnamed, cfg, "x")

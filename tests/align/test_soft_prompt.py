@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from uqa_ray.align.soft_prompt import (IGNORE, MARKER, EncodedChat, build_inputs, encode_chat, llm_kwargs,
-                                       parse_chat)
+from uqa_ray.align.soft_prompt import IGNORE, MARKER, EncodedChat, build_inputs, encode_chat, llm_kwargs
+from uqa_ray.data.schema import parse_chat
 from uqa_ray.io import InputError
 from tests.align.tiny_lm import QUESTIONS
 

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +71,20 @@ def test_help_runs(capsys):
     with pytest.raises(SystemExit) as e:
         fit_scaling.main(["--help"])
     assert e.value.code == 0 and "--paper" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script", ["fit_scaling", "plots", "report", "tables"])
+def test_analysis_scripts_run_as_files_and_as_modules(script, scaling_dir, tmp_path):
+    """`python analysis/x.py` (from anywhere) and `python -m analysis.x` (from the repo root) both work."""
+    root = Path(__file__).resolve().parents[2]
+    as_file = subprocess.run([sys.executable, str(root / "analysis" / f"{script}.py"), "--help"], cwd=tmp_path,
+                             capture_output=True, text=True)
+    as_module = subprocess.run([sys.executable, "-m", f"analysis.{script}", "--help"], cwd=root,
+                               capture_output=True, text=True)
+    assert as_file.returncode == 0 and as_file.stdout.startswith("usage:"), as_file.stderr
+    assert as_module.returncode == 0 and as_module.stdout.startswith("usage:"), as_module.stderr
+    if script == "fit_scaling":  # and it does its work as a file
+        run = subprocess.run([sys.executable, str(root / "analysis" / "fit_scaling.py"), "--results",
+                              str(scaling_dir), "--out", str(tmp_path / "o"), "--n-boot", "50"], cwd=tmp_path,
+                             capture_output=True, text=True)
+        assert run.returncode == 0 and (tmp_path / "o" / "fit_params.json").is_file(), run.stderr

@@ -92,3 +92,41 @@ def test_cli_official(official, tmp_path, capsys):
     assert (tmp_path / "d" / "meta.json").is_file()
     assert cli.main(["prepare", "--official", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e")]) == 2
     assert "missing" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def _align(official, eval_texts, eval_rows=None):
+    """Both align files; the eval one with the given `text` cells (and sequences, when given)."""
+    schema = pa.schema([*PRETRAIN_SCHEMA, ("text", pa.string())])
+    good = '[{"role":"user","content":"Q"},{"role":"assistant","content":"A"}]'
+    train = _rows(2, 0)
+    train["text"] = [good] * 2
+    _write(official / ALIGN_FILES["train"], pa.table(train, schema=schema))
+    rows = eval_rows or _rows(len(eval_texts), 0)
+    rows["text"] = eval_texts
+    _write(official / ALIGN_FILES["eval"], pa.table(rows, schema=schema))
+
+
+def test_users_without_clicks_and_bad_chats_are_refused(official, tmp_path, capsys):
+    """A user with no clicks has nothing to encode; a `text` that is not a user/assistant JSON chat has no
+    question. Both are refused at prepare time with the file, the row and the column; exit 2, no output."""
+    good = '[{"role":"user","content":"Q"},{"role":"assistant","content":"A"}]'
+    out = tmp_path / "data"
+    empty = _rows(3, 0)
+    for c in empty:
+        empty[c][2] = []
+    _write(official / PRETRAIN_FILES["train"], pa.table(empty, schema=PRETRAIN_SCHEMA), batch_rows=2)
+    with pytest.raises(InputError, match=r"pretrain_data_train.arrow: row 2: column 'uni_seq_item_id' holds a user "
+                                         r"with no clicks"):
+        prepare_official(official, out)
+    _write(official / PRETRAIN_FILES["train"], pa.table(_rows(5, 100), schema=PRETRAIN_SCHEMA))
+    cases = {"not a JSON chat": "Q: what? A: B",
+             "must have string 'role' and 'content'": '[{"role": "user"}]',
+             "needs a user and an assistant turn": '[{"role":"user","content":"Q"}]'}
+    for words, text in cases.items():
+        _align(official, [good, good, text])
+        with pytest.raises(InputError, match=rf"align_data_eval.arrow: row 2, column 'text': .*{words}"):
+            prepare_official(official, out)
+        assert cli.main(["prepare", "--official", str(official), "--out", str(out)]) == 2
+        assert "align_data_eval.arrow: row 2" in capsys.readouterr().err and not out.exists()
+    _align(official, [good] * 3)
+    assert cli.main(["prepare", "--official", str(official), "--out", str(out)]) == 0

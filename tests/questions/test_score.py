@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -153,3 +154,41 @@ def test_score_cli(qset, tmp_path, capsys):
     assert res["a"]["overall"]["acc"] == 100.0 and res["b"]["overall"]["acc"] == pytest.approx(25.0, abs=2)
     assert res["paired"]["overall"]["delta"] == pytest.approx(75.0, abs=2) and res["paired"]["overall"]["p_value"] < 0.01
     assert main(["score", "--questions", str(path), "--predictions", str(tmp_path / "none.jsonl")]) == 2
+
+
+def test_scores_the_official_generation_output(gen_zh, qset, tmp_path, capsys):
+    """The official generation script writes one line per question with its text, the greedy token and the
+    gold, and no row: it is scored as is, in any order, and equals the row-keyed score."""
+    out, _ = gen_zh
+    arrow = out / "align_data_eval.arrow"
+    path, df = qset
+    chats = [json.loads(t) for t in pa_ipc_texts(arrow)]
+    rng = np.random.default_rng(0)
+    guesses = rng.choice(list("ABCD"), len(chats)).tolist()
+    lines = [{"question": c[0]["content"], "prediction": g, "answer": c[1]["content"]} for c, g in zip(chats, guesses)]
+    order = rng.permutation(len(lines))
+    official = tmp_path / "official.jsonl"
+    official.write_text("".join(json.dumps(lines[i], ensure_ascii=False) + "\n" for i in order))
+    by_row = write_preds(tmp_path / "rows.jsonl", range(len(chats)), guesses)
+    assert score_files(arrow, official)[0] == score_files(arrow, by_row)[0]
+    assert main(["score", "--questions", str(arrow), "--predictions", str(official)]) == 0
+    assert json.loads(capsys.readouterr().out)["overall"]["n"] == len(chats)
+    # each defect names its line; the CLI exits 2
+    unknown = dict(lines[0], question="你好吗？")
+    twice = [lines[0]] * (sum(l == lines[0] for l in lines) + 1)
+    cases = {"no question of align_data_eval.arrow has this text": [unknown],
+             "predicted more times": twice,
+             "string 'question' and 'answer'": [dict(lines[0], answer=None)]}
+    for words, bad in cases.items():
+        p = tmp_path / "bad.jsonl"
+        p.write_text("".join(json.dumps(l, ensure_ascii=False) + "\n" for l in bad))
+        with pytest.raises(InputError, match=f"bad.jsonl:{len(bad)}: .*{words}"):
+            score_files(arrow, p)
+        assert main(["score", "--questions", str(arrow), "--predictions", str(p)]) == 2
+    with pytest.raises(InputError, match="needs the official align_data_eval.arrow"):
+        score_files(path, official)
+
+
+def pa_ipc_texts(path):
+    with pa.memory_map(str(path)) as src:
+        return pa.ipc.open_file(src).read_all().column("text").to_pylist()

@@ -22,8 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from uqa_ray.align.soft_prompt import parse_chat
-from uqa_ray.data.schema import ALIGN_FILES, ALIGN_SCHEMA, QUESTIONS_FILES, TEXT_COLUMN, check_schema
+from uqa_ray.data.schema import ALIGN_FILES, ALIGN_SCHEMA, QUESTIONS_FILES, TEXT_COLUMN, check_schema, parse_chat
 from uqa_ray.data.stream import open_ipc, take_rows
 from uqa_ray.io import InputError
 

@@ -38,10 +38,10 @@ import torch.nn.functional as F
 
 from uqa_ray.align.data import QuestionSplit
 from uqa_ray.align.llm import TINY_INFO_FILE, TinyLMConfig, build_tiny_llm, load_llm
-from uqa_ray.align.lm_cache import SHIPPED_DIR, teaching_fingerprint
+from uqa_ray.align.lm_cache import SHIPPED_DIR, TEACHING_CODE, teaching_fingerprint
 from uqa_ray.align.model import DivergedError, lm_loss
 from uqa_ray.align.soft_prompt import IGNORE, EncodedChat, build_inputs, encode_chat, llm_kwargs
-from uqa_ray.config import content_hash, to_dict
+from uqa_ray.config import content_hash, source_hash, to_dict
 from uqa_ray.data.schema import QUESTIONS_FILES, TOKENIZER_DIR
 from uqa_ray.io import InputError, atomic_path
 
@@ -136,10 +136,42 @@ def instruct_dir(data_dir: str | Path, out_dir: str | Path, cfg: InstructConfig 
     qfile = data_dir / QUESTIONS_FILES["train"]
     if not qfile.is_file():
         raise InputError(f"{qfile}: not found (run `uqa-ray questions` first)")
-    first = Path(out_dir) / f"instruct-{content_hash(teaching_fingerprint(data_dir, _phase1_key(cfg)))}"
+    return _named(Path(out_dir), teaching_fingerprint(data_dir, _phase1_key(cfg)), cfg, phase)
+
+
+def _named(out_dir: Path, fingerprint: dict, cfg: InstructConfig, phase: int = 2) -> Path:
+    first = out_dir / f"instruct-{content_hash(fingerprint)}"
     if phase == 1 or not cfg.stretch.steps:
         return first
-    return Path(out_dir) / f"instruct-{content_hash(first.name, cfg.stretch)}"
+    return out_dir / f"instruct-{content_hash(first.name, cfg.stretch)}"
+
+
+def rekey_taught(folder: str | Path, cfg: InstructConfig, why: str) -> Path:
+    """Rename a taught folder to the key the current teaching code gives it, keeping its weights.
+
+    For a change that moves or renames teaching code without changing what it teaches (`why` says which;
+    it is recorded in `taught.rekeyed`). Refused unless the folder is named by its own recorded key."""
+    folder = Path(folder)
+    info = json.loads((folder / TINY_INFO_FILE).read_text())
+    taught = info["taught"]
+    fp = dict(taught["fingerprint"])
+    if _named(folder.parent, fp, cfg) != folder:
+        raise InputError(f"{folder}: not named by its recorded fingerprint and this config; only such a folder "
+                         "can be re-keyed")
+    fp["code"] = source_hash(*TEACHING_CODE)
+    new = _named(folder.parent, fp, cfg)
+    if new == folder:
+        return folder
+    taught["fingerprint"] = fp
+    if "stretch" in taught:
+        taught["stretch"]["from"] = _named(folder.parent, fp, cfg, phase=1).name
+    history = taught.get("rekeyed", [])
+    taught["rekeyed"] = [*(history if isinstance(history, list) else [history]), {"from": folder.name, "why": why}]
+    with atomic_path(new) as tmp:
+        shutil.copytree(folder, tmp)
+        (tmp / TINY_INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(folder)
+    return new
 
 
 def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:

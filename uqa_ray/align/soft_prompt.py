@@ -25,7 +25,6 @@ Labels (IGNORE = -100 carries no loss; soft positions never carry loss):
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Sequence
 
 import torch
@@ -58,24 +57,6 @@ class EncodedChat:
     def with_target(self, target: Sequence[int]) -> "EncodedChat":
         """The same prompt with another continuation and no prompt loss (option likelihood)."""
         return EncodedChat(self.before, self.after, tuple(int(t) for t in target), None)
-
-
-def parse_chat(text: str, where: str = "text") -> list[dict[str, str]]:
-    """The `text` column's JSON chat -> list of {"role", "content"}; a clear error names `where`."""
-    from uqa_ray.io import InputError
-
-    try:
-        chat = json.loads(text)
-    except (TypeError, json.JSONDecodeError) as e:
-        raise InputError(f"{where}: not a JSON chat: {e}") from e
-    if not isinstance(chat, list) or not chat:
-        raise InputError(f"{where}: a chat must be a non-empty JSON list of messages, got {text[:80]!r}")
-    for i, m in enumerate(chat):
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-            raise InputError(f"{where}: message {i} must have string 'role' and 'content', got {m!r}")
-        if m["role"] not in ("system", "user", "assistant"):
-            raise InputError(f"{where}: message {i} has unknown role {m['role']!r}")
-    return chat
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:

@@ -1,7 +1,8 @@
 """`uqa-ray prepare --official DIR`: accept the official Kaggle Arrow files as already-prepared data.
 
 The two pretrain files are required, the two align files optional (both or neither). Each file's
-schema is checked, ids are checked to be non-negative, and meta.json gets vocab = max id + 1 per
+schema is checked, ids are checked to be non-negative, every user to have clicks and every align
+`text` to be a JSON chat with a user and an assistant turn, and meta.json gets vocab = max id + 1 per
 column (the shared "bpe" table: the max over the five text columns), computed one record batch at
 a time from a memory map. The files are hard-linked (copied across file systems) into the output.
 """
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 
 from uqa_ray.data.schema import (
     ALIGN_FILES, ALIGN_SCHEMA, BPE_COLUMNS, BPE_VOCAB_KEY, META_FILE, PRETRAIN_FILES, PRETRAIN_SCHEMA, SEQ_COLUMNS,
-    TOKENIZER_DIR, check_schema,
+    TEXT_COLUMN, TOKENIZER_DIR, chat_turns, check_schema,
 )
 from uqa_ray.io import InputError, atomic_path, reason
 
@@ -56,6 +57,9 @@ def scan_file(path: Path, expected: pa.Schema) -> dict:
             if lens is None:
                 lens = n
                 clicks += int(n.sum())
+                if not n.all():  # nothing to encode, no target to predict
+                    raise InputError(f"{path}: row {rows + int(np.flatnonzero(n == 0)[0])}: column {c!r} "
+                                     "holds a user with no clicks (an empty sequence)")
             elif not np.array_equal(n, lens):  # the encoders zip the ten columns click by click
                 row = rows + int(np.flatnonzero(n != lens)[0])
                 raise InputError(f"{path}: row {row}: column {c!r} has a different number of clicks "
@@ -68,6 +72,9 @@ def scan_file(path: Path, expected: pa.Schema) -> dict:
                 if lo.as_py() < 0:
                     raise InputError(f"{path}: column {c!r} has a negative or null id ({lo.as_py()})")
                 max_id[c] = max(max_id[c], hi.as_py())
+        if TEXT_COLUMN in expected.names:  # the align files' question and answer, as a JSON chat
+            for r, text in enumerate(batch.column(TEXT_COLUMN).to_pylist()):
+                chat_turns(text, f"{path}: row {rows + r}, column {TEXT_COLUMN!r}")
         rows += batch.num_rows
     if rows == 0:
         raise InputError(f"{path}: no rows")

@@ -6,7 +6,11 @@ Id 0 is padding in every vocabulary (the encoders' embedding bags use padding_id
 """
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
+
+from uqa_ray.io import InputError
 
 # Side-information columns: one id per click.
 ID_COLUMNS = (
@@ -61,8 +65,6 @@ CATALOG_SCHEMA = pa.schema(
 
 def check_schema(schema: pa.Schema, expected: pa.Schema, where: str) -> None:
     """Raise InputError naming `where` and the first missing or mistyped column."""
-    from uqa_ray.io import InputError
-
     for field in expected:
         idx = schema.get_field_index(field.name)
         if idx < 0:
@@ -103,3 +105,29 @@ TOKENIZER_DIR = "tokenizer"
 TRUTH_FILE = "truth.parquet"
 META_FILE = "meta.json"
 QUESTIONS_FILES = {"train": "questions_train.parquet", "eval": "questions_eval.parquet"}
+
+
+def parse_chat(text: str, where: str = "text") -> list[dict[str, str]]:
+    """The `text` column's JSON chat -> list of {"role", "content"}; a clear error names `where`."""
+    try:
+        chat = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the parser's stack
+        raise InputError(f"{where}: not a JSON chat: {e}") from e
+    if not isinstance(chat, list) or not chat:
+        raise InputError(f"{where}: a chat must be a non-empty JSON list of messages, got {text[:80]!r}")
+    for i, m in enumerate(chat):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise InputError(f"{where}: message {i} must have string 'role' and 'content', got {m!r}")
+        if m["role"] not in ("system", "user", "assistant"):
+            raise InputError(f"{where}: message {i} has unknown role {m['role']!r}")
+    return chat
+
+
+def chat_turns(text: str, where: str = "text") -> tuple[str, str]:
+    """(question, answer): the first user and assistant turns of an official `text` cell."""
+    chat = parse_chat(text, where)
+    q = next((m["content"] for m in chat if m["role"] == "user"), None)
+    a = next((m["content"] for m in chat if m["role"] == "assistant"), None)
+    if q is None or a is None:
+        raise InputError(f"{where}: the chat needs a user and an assistant turn, got {text[:80]!r}")
+    return q, a

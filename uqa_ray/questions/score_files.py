@@ -9,6 +9,11 @@ Predictions file: JSON Lines, one object per question,
 Either field may be absent; every question needs exactly one line; a row that is not a question, a
 repeated row, a missing row or a malformed line is an InputError naming it.
 
+Against an align_data_eval.arrow, the official generation script's own output is read as it is: lines
+with no `row` but the question's text (`question`, the user turn) and its gold (`answer`) are matched to
+the file's questions by that pair; questions with the same text and gold are interchangeable for scoring,
+so they are taken in file order.
+
 From the official align_data_eval.arrow only `text` is read: the question is the user turn, the gold is
 the assistant turn, the sub-task comes from routing the question by the official substrings (zh; our en
 markers as a fallback). Option-likelihood scoring there needs letter answers ("A. ..." option lines).
@@ -25,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from uqa_ray.data.schema import chat_turns
 from uqa_ray.io import InputError, reason
 from uqa_ray.questions import score
 from uqa_ray.questions.source import open_arrow, read_batch, read_parquet
@@ -42,6 +48,7 @@ class QuestionSet:
     gold_text: list[str]  # what the official rule compares against
     gold_index: np.ndarray  # int64, -1 where unknown
     n_options: np.ndarray  # int64, 0 where unknown
+    questions: list[str] | None = None  # the user turns (official arrow files only)
 
 
 def load_questions(path: str | Path, answer_format: str | None = None) -> QuestionSet:
@@ -99,28 +106,22 @@ def _from_arrow(path: Path) -> QuestionSet:
     text_type = reader.schema.field("text").type
     if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
         raise InputError(f"{path}: column 'text' has type {text_type}, expected string")
-    subs, golds, gold_idx, n_opt, row = [], [], [], [], 0
+    subs, golds, gold_idx, n_opt, questions, row = [], [], [], [], [], 0
     for b in range(reader.num_record_batches):
         for text in read_batch(reader, b, path).column("text").to_pylist():
-            try:
-                chat = json.loads(text)
-                q = next(m["content"] for m in chat if m["role"] == "user")
-                a = next(m["content"] for m in chat if m["role"] == "assistant")
-                if not isinstance(q, str) or not isinstance(a, str):
-                    raise TypeError("the contents must be strings")
-            except (TypeError, ValueError, KeyError, StopIteration, RecursionError) as e:
-                raise InputError(f"{path}: row {row}: `text` is not a user/assistant JSON chat ({reason(e)})") from e
+            q, a = chat_turns(text, f"{path}: row {row}, column 'text'")
             sub = route(q, "zh") or route(q, "en")
             if sub is None:
                 raise InputError(f"{path}: row {row}: the question routes to no sub-task: {q[:80]!r}")
             labels = _OPTION_LINE.findall(q)
             subs.append(sub)
             golds.append(a)
+            questions.append(q)
             gold_idx.append(labels.index(a) if a in labels else -1)
             n_opt.append(len(labels))
             row += 1
     return QuestionSet(path, np.arange(row, dtype=np.int64), subs, golds, np.array(gold_idx, np.int64),
-                       np.array(n_opt, np.int64))
+                       np.array(n_opt, np.int64), questions)
 
 
 def load_predictions(path: str | Path, qs: QuestionSet) -> tuple[list[str | None], list[list[float] | None]]:
@@ -132,6 +133,9 @@ def load_predictions(path: str | Path, qs: QuestionSet) -> tuple[list[str | None
     preds: list = [None] * len(where)
     logps: list = [None] * len(where)
     seen = np.zeros(len(where), bool)
+    by_text: dict[tuple[str, str], list[int]] = {}
+    for i, (q, g) in enumerate(zip(qs.questions or [], qs.gold_text)):
+        by_text.setdefault((q, g), []).append(i)
     try:
         lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): U+2028 may sit in a string
     except UnicodeDecodeError as e:
@@ -143,12 +147,17 @@ def load_predictions(path: str | Path, qs: QuestionSet) -> tuple[list[str | None
             rec = json.loads(line)
         except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the parser's stack
             raise InputError(f"{path}:{ln}: not JSON ({reason(e)})") from e
-        r = rec.get("row") if isinstance(rec, dict) else None
-        if not isinstance(r, int) or isinstance(r, bool):
-            raise InputError(f"{path}:{ln}: needs an integer 'row', got {line.strip()[:80]!r}")
-        if r not in where:
-            raise InputError(f"{path}:{ln}: row {r} is not a question of {qs.path.name}")
-        i = where[r]
+        if isinstance(rec, dict) and "row" not in rec and "question" in rec:
+            i = _row_of_question(rec, qs, by_text, seen, f"{path}:{ln}")
+            r = int(qs.rows[i])
+        else:
+            r = rec.get("row") if isinstance(rec, dict) else None
+            if not isinstance(r, int) or isinstance(r, bool):
+                raise InputError(f"{path}:{ln}: needs an integer 'row' (or the official output's 'question' and "
+                                 f"'answer'), got {line.strip()[:80]!r}")
+            if r not in where:
+                raise InputError(f"{path}:{ln}: row {r} is not a question of {qs.path.name}")
+            i = where[r]
         if seen[i]:
             raise InputError(f"{path}:{ln}: row {r} is predicted twice")
         seen[i] = True
@@ -175,6 +184,24 @@ def load_predictions(path: str | Path, qs: QuestionSet) -> tuple[list[str | None
         missing = qs.rows[~seen]
         raise InputError(f"{path}: no prediction for {missing.size} question(s), e.g. rows {missing[:5].tolist()}")
     return preds, logps
+
+
+def _row_of_question(rec: dict, qs: QuestionSet, by_text: dict, seen: np.ndarray, where: str) -> int:
+    """The index of the first not yet predicted question with this line's question text and gold."""
+    if qs.questions is None:
+        raise InputError(f"{where}: a line keyed by 'question' needs the official align_data_eval.arrow as the "
+                         f"question set ({qs.path.name} is keyed by 'row')")
+    q, a = rec.get("question"), rec.get("answer")
+    if not isinstance(q, str) or not isinstance(a, str):
+        raise InputError(f"{where}: the official output needs string 'question' and 'answer'")
+    same = by_text.get((q, a))
+    if not same:
+        raise InputError(f"{where}: no question of {qs.path.name} has this text and answer {a!r}: {q[:80]!r}")
+    free = next((i for i in same if not seen[i]), None)
+    if free is None:
+        raise InputError(f"{where}: the question {q[:80]!r} (answer {a!r}) is predicted more times than "
+                         f"{qs.path.name} asks it ({len(same)})")
+    return free
 
 
 def correctness(qs: QuestionSet, preds, logps, method: str = "auto") -> tuple[np.ndarray, str]:
