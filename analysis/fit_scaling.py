@@ -129,9 +129,10 @@ def controls(df: pd.DataFrame, fitted: str | None, scorer: str) -> dict[str, dic
 
 def run_fit(results: str | Path | None, x: str, *, paper_mode: bool = False, scorer: str = "official",
             method: str | None = None, n_boot: int = 1000, seed: int = 0,
-            trial_ids: list[str] | None = None) -> dict[str, Any]:
+            trial_ids: list[str] | None = None, missing: list[dict] | None = None) -> dict[str, Any]:
     """The fit document (ours and/or the paper's); nothing is written. `trial_ids`: fit only those
-    records of `results` (see records.load_records)."""
+    records of `results` (see records.load_records). `missing`: planned trials the run has no record for
+    (the lab's honest end: each {trial_id, method, reason, log}), listed in the document and its summary."""
     if results is None and not paper_mode:
         raise InputError("give --results and/or --paper")
     spec = X_SPECS[x]
@@ -148,6 +149,7 @@ def run_fit(results: str | Path | None, x: str, *, paper_mode: bool = False, sco
             raise InputError(f"{results}: no ok record with an encoder to fit against {x}")
         doc["ours"] = {"source": str(results), **info,
                        **({"trial_ids": sorted(trial_ids)} if trial_ids is not None else {}),
+                       "missing": [{k: m[k] for k in ("trial_id", "method", "reason", "log")} for m in missing or ()],
                        "series": fit_frame(use, x, scorer, n_boot=n_boot, seed=seed),
                        "pretrain": pretrain_series(use, x, n_boot=n_boot, seed=seed),
                        "controls": controls(df, info["method"], scorer)}
@@ -180,6 +182,8 @@ def summary(doc: dict[str, Any], path: Path | None = None) -> str:
             txt += f" extrapolation to x={ex['held_out_x']:g}: " + ", ".join(errs) + ";"
         if src == "ours":
             txt += f" {doc[src]['n_used']} records fitted, {len(doc[src]['excluded'])} excluded"
+            if doc[src].get("missing"):
+                txt += f", {len(doc[src]['missing'])} planned trial(s) MISSING (no record)"
         parts.append(txt.rstrip(";"))
     where = f" -> {path}" if path else ""
     return f"fit_scaling {doc['x']} ({doc['scorer']}): " + " | ".join(parts) + where

@@ -169,9 +169,11 @@ def plot_fit(doc: dict[str, Any], out: str | Path, *, results: str | Path | None
     ax.set_ylabel(f"Accuracy (%), {doc['scorer']} scorer")
     who = doc.get("ours", doc.get("paper", {})).get("method") or ""
     who = DISPLAY.get(who, who)
+    gap = len(doc.get("ours", {}).get("missing", []))
     ax.set_title(f"{TITLES[x]}{' (' + who + ')' if who else ''}\n"
-                 f"{'power-law' if model == POWER else 'log-linear'} fit with 95% bootstrap band",
-                 fontsize=11)
+                 f"{'power-law' if model == POWER else 'log-linear'} fit with 95% bootstrap band"
+                 + (f"\nINCOMPLETE: {gap} planned trial(s) missing, see fit_{x}.json" if gap else ""),
+                 fontsize=11, **({"color": "firebrick"} if gap else {}))
     ax.grid(True, which="major", alpha=0.3)
     handles.append(Patch(color="grey", alpha=0.25, label="95% bootstrap band of the fit"))
     # outside the axes: with eight series and bands, any inside spot hides points

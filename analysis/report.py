@@ -22,19 +22,22 @@ from uqa_ray.io import InputError, write_json
 
 def build_report(results: str | Path, out: str | Path, *, x: str = "params", table: int | None = None,
                  paper: bool = False, scorer: str = "official", method: str | None = None,
-                 n_boot: int = 1000, seed: int = 0, trial_ids: list[str] | None = None) -> tuple[dict, list[Path]]:
+                 n_boot: int = 1000, seed: int = 0, trial_ids: list[str] | None = None,
+                 missing: list[dict] | None = None) -> tuple[dict, list[Path]]:
     """Write fit, plot and table under `out`; returns (fit document, written paths). `trial_ids`: only
-    those records of `results` (see records.load_records)."""
+    those records of `results` (see records.load_records); `missing`: planned trials without one
+    (fit_scaling.run_fit), marked in the fit, the figure and the table."""
     from analysis.plots import plot_fit  # matplotlib only here
     from analysis.tables import write_table
 
     doc = run_fit(results, x, paper_mode=paper, scorer=scorer, method=method, n_boot=n_boot, seed=seed,
-                  trial_ids=trial_ids)
+                  trial_ids=trial_ids, missing=missing)
     fit_path = Path(out) / f"fit_{x}.json"
     write_json(fit_path, doc)
     paths = [fit_path, *plot_fit(doc, out, results=results)]
     table = X_SPECS[x].paper_table if table is None else table
-    paths += write_table(load_records(results, trial_ids), table, out, scorer=scorer, with_paper=paper)
+    paths += write_table(load_records(results, trial_ids), table, out, scorer=scorer, with_paper=paper,
+                         missing=missing)
     return doc, paths
 
 

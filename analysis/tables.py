@@ -143,8 +143,9 @@ def markdown(agg: pd.DataFrame, table: int, title: str) -> str:
 
 
 def write_table(df: pd.DataFrame | None, table: int, out: str | Path, *, scorer: str = "official",
-                with_paper: bool = False) -> list[Path]:
-    """Render table N from records (and/or the paper) to Markdown + CSV under `out`."""
+                with_paper: bool = False, missing: list[dict] | None = None) -> list[Path]:
+    """Render table N from records (and/or the paper) to Markdown + CSV under `out`; `missing` planned
+    trials (fit_scaling.run_fit) are named under the table."""
     if table not in TABLES:
         raise InputError(f"no table {table}; tables {sorted(TABLES)} exist")
     parts, csvs, notes = [f"# Table {table}: {paper.TITLES[table]}", ""], [], []
@@ -159,6 +160,7 @@ def write_table(df: pd.DataFrame | None, table: int, out: str | Path, *, scorer:
     if not csvs:
         raise InputError("give --results and/or --paper")
     parts += [LEGEND] + [f"Note: {n}" for n in notes]
+    parts += [f"MISSING (planned, no record): {m['trial_id']} - {m['reason']} (log: {m['log']})" for m in missing or ()]
     csv = pd.concat(csvs, ignore_index=True)
     csv = csv[["source"] + [c for c in csv.columns if c != "source"]]
     out = Path(out)

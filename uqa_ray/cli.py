@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from uqa_ray.config import ConfigError
-from uqa_ray.io import InputError
+from uqa_ray.io import EXIT_BAD_INPUT, InputError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (_, help_) in COMMANDS.items():
             sub.add_parser(name, help=help_)
         parser.parse_args(argv)
-        return 2
+        return EXIT_BAD_INPUT
     command, module = argv[0], COMMANDS[argv[0]][0]
     mod = importlib.import_module(module)
     p = argparse.ArgumentParser(prog=f"uqa-ray {command}", description=COMMANDS[command][1])
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = mod.run(args)
     except (InputError, ConfigError) as e:
         print(f"uqa-ray {command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     return int(rc or 0)
 
 

@@ -18,6 +18,12 @@ class InputError(ValueError):
     """Bad input (file, column, type or value). The message names what is wrong; the CLI exits 2."""
 
 
+# Exit codes of every command: 0 done; 2 bad input or config (InputError, ConfigError: nothing run or
+# written); 3 incomplete: a planned trial or pretraining run has no ok result after its retries (each is
+# named in the output; the report marks them).
+EXIT_BAD_INPUT, EXIT_INCOMPLETE = 2, 3
+
+
 def say(line: str) -> None:
     """Print one progress line in ONE write: print() writes the text and the newline apart, so lines
     of concurrent threads (the lab's side-by-side pretraining runs) would run into each other."""

@@ -133,8 +133,8 @@ def test_a_tune_trial_trains_its_alignment_with_ray_train(pipe, tmp_path):
         "llm": str(pipe["llm"]), "align_preset": "embedded", "n_boot": 10, "max_questions": 8, "resources": {"CPU": 1},
         "align": {"max_steps": 2, "batch_size": 4, "log_every": 1, "eval_batch_size": 8,
                   "scaling": {"num_workers": 2, "cpus_per_worker": 0.5}}})
-    records = run_grid("dist", spec, pipe["data"], tmp_path / "results", tmp_path / "tune")
-    assert [r["status"] for r in records] == ["ok"]
+    records, missing = run_grid("dist", spec, pipe["data"], tmp_path / "results", tmp_path / "tune")
+    assert [r["status"] for r in records] == ["ok"] and missing == []
     assert records[0]["timings"]["align_steps"] == 2
     aligned = json.loads(next((tmp_path / "tune" / "aligned").glob("*/train.json")).read_text())
     assert aligned["world"] == 2

@@ -45,7 +45,7 @@ def test_cpu_head_and_gpu_groups_scaling_from_zero(name):
     workers = {k: v for k, v in types.items() if k != cfg["head_node_type"]}
     assert workers and all(w["min_workers"] == 0 and w["max_workers"] > 0 for w in workers.values())
     big = [w for w in workers.values() if _instance(w["node_config"]) == CLUSTERS[name]]
-    assert len(big) == 1
+    assert len(big) == 2  # on demand and spot
     if name == "gcp":  # GCP does not infer resources from the machine type
         assert big[0]["resources"]["GPU"] == 8
         assert big[0]["node_config"]["guestAccelerators"][0]["acceleratorCount"] == 8
@@ -91,3 +91,24 @@ def test_schema_catches_broken_configs(name, breakage):
         worker["min_workers"] = "zero"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(cfg, SCHEMA)
+
+
+def _spot(node_config: dict) -> bool:
+    aws = node_config.get("InstanceMarketOptions", {}).get("MarketType") == "spot"
+    return aws or any(s.get("preemptible") for s in node_config.get("scheduling", []))
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTERS))
+def test_spot_gpu_groups_beside_on_demand_and_shared_storage_for_resuming(name):
+    """Each GPU group has a spot/preemptible twin of the same instance; every node mounts the shared file
+    system at /mnt/shared on the host and into the container, where checkpoints and records outlive nodes."""
+    cfg = _load(name)
+    workers = {k: v for k, v in cfg["available_node_types"].items() if k != cfg["head_node_type"]}
+    spot = {k: v for k, v in workers.items() if _spot(v["node_config"])}
+    on_demand = {k: v for k, v in workers.items() if k not in spot}
+    assert set(spot) == {f"{k}_spot" for k in on_demand if k != "cpu_worker"}
+    for k, v in spot.items():
+        twin = on_demand[k.removesuffix("_spot")]["node_config"]
+        assert _instance(v["node_config"]) == _instance(twin) and v["min_workers"] == 0
+    assert any("/mnt/shared" in c and "mount" in c for c in cfg["initialization_commands"])
+    assert "-v /mnt/shared:/mnt/shared" in cfg["docker"]["run_options"]

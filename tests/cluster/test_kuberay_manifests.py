@@ -52,6 +52,8 @@ def cluster_problems(spec: dict) -> list[str]:
             continue
         res = wc[0].get("resources", {})
         gpus = res.get("limits", {}).get("nvidia.com/gpu")
+        if gpus is None and str(g.get("groupName", "")).startswith("gpu"):
+            p.append(f"{where}: a GPU group without a nvidia.com/gpu limit")
         if gpus is not None:
             gpu_groups += 1
             if res.get("requests", {}).get("nvidia.com/gpu") not in (None, gpus):
@@ -135,3 +137,13 @@ def test_removing_a_rayjob_field_is_caught(key):
     job = copy.deepcopy(_load("rayjob.yaml"))
     del job["spec"][key]
     assert job_problems(job) != []
+
+
+def test_a_spot_gpu_group_on_the_shared_claim():
+    groups = {g["groupName"]: g for g in _load("raycluster.yaml")["spec"]["workerGroupSpecs"]}
+    spot, on_demand = groups["gpu-8xh100-spot"]["template"]["spec"], groups["gpu-8xh100"]["template"]["spec"]
+    assert spot["nodeSelector"] == {"cloud.google.com/gke-spot": "true"}
+    assert {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"} \
+        in spot["tolerations"]
+    assert spot["containers"][0]["resources"] == on_demand["containers"][0]["resources"]
+    assert groups["gpu-8xh100-spot"]["minReplicas"] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -27,10 +28,12 @@ def _free_port() -> int:
 def ray_head(tmp_path_factory):
     ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     gcs, dash, agent, agent_grpc, metrics, rt_env, client = (_free_port() for _ in range(7))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # Ray 2.5x enables token authentication on new heads; the CLI on this loopback-only test head
-    # would then need the generated token, so both sides run without it.
-    env["RAY_AUTH_MODE"] = "disabled"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    # Token authentication on, as Ray 2.5x heads have it: the head and every client read the same token,
+    # here from a file of this test's own (a user's is ~/.ray/auth_token, the default path; README).
+    token = tmp_path_factory.mktemp("auth") / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     # --block keeps `ray start` in the foreground; terminating it stops THIS head only (`ray stop` would
     # kill every Ray instance on the machine, the test session's own included).
     # Every port of this head is a free one: the agent's defaults (52365 ...) are taken by the test
@@ -67,6 +70,11 @@ def ray_head(tmp_path_factory):
 
 def test_ray_job_submit_scale_model_size(ray_head, tmp_path):
     ray, address, env = ray_head
+    # Without the token the head refuses the submission (what a user meets before setting RAY_AUTH_MODE).
+    bare = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    refused = subprocess.run([ray, "job", "submit", "--address", address, "--", "python", "-c", "pass"],
+                             env=bare, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "uthenticat" in refused.stdout + refused.stderr, refused.stderr[-2000:]
     work = tmp_path / "lab"
     proc = subprocess.run(
         [ray, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",

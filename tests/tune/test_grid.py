@@ -90,13 +90,16 @@ def _tune_results(storage):
 @pytest.mark.slow
 def test_grid_2x2_runs_and_restores_after_an_interruption(pipe, tmp_path):
     spec, results, storage = _spec(pipe), tmp_path / "results", tmp_path / "tune"
-    first = run_grid("grid", spec, pipe["data"], results, storage, stop_after=2)
+    first, unrun = run_grid("grid", spec, pipe["data"], results, storage, stop_after=2)
     assert len(first) == 2 and all(r["status"] == "ok" for r in first)
+    assert len(unrun) == 2 and all("not run in this invocation (stop_after=2)" in m["reason"] for m in unrun)
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (results / "grid").glob("*.json")}
     ran_before = _tune_results(storage)
     assert len(before) == 2 and sum('"record"' in t for t in ran_before.values()) == 2
 
-    records = run_grid("grid", spec, pipe["data"], results, storage)  # restores, runs only the rest
+    records, missing = run_grid("grid", spec, pipe["data"], results, storage)  # restores, runs only the rest
+    assert missing == []
+    assert sorted(m["trial_id"] for m in unrun) == sorted(r["trial_id"] for r in records if r not in first)
     assert len(records) == 4 and len({r["trial_id"] for r in records}) == 4
     files = sorted(p.name for p in (results / "grid").glob("*.json"))
     assert files == sorted(f"{r['trial_id']}.json" for r in records)  # no duplicate, none lost
@@ -111,7 +114,7 @@ def test_grid_2x2_runs_and_restores_after_an_interruption(pipe, tmp_path):
     assert sorted(r["config"]["align"]["lr"] for r in records) == [1e-3, 1e-3, 3e-3, 3e-3]
     assert {r["config"]["encoder"]["dir"] for r in records} == {str(pipe["enc0"]), str(pipe["enc1"])}
     # a third run finds everything done and returns the same records
-    assert [read_record(record_path(results, "grid", r["trial_id"])) for r in records] == \
+    assert ([read_record(record_path(results, "grid", r["trial_id"])) for r in records], []) == \
         run_grid("grid", spec, pipe["data"], results, storage)
 
 

@@ -51,10 +51,14 @@ class AlignScaling:
     zero_stage: int = 2  # 3 partitions the LLM's weights too: the LLM is loaded partitioned (zero.Init)
     deepspeed: str = ""  # a DeepSpeed JSON whose keys override the generated config (offload, buckets, ...)
     storage: str = ""  # Ray Train storage (a shared folder or s3://, gs://); "" = beside the alignment cache
+    # Ray Train FailureConfig: a lost worker (a preempted node) restarts the worker group, up to this many
+    # times; the alignment starts over (it is checkpointed once, at its end). 0 = fail at the first loss.
+    max_failures: int = 2
 
     def __post_init__(self) -> None:
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.num_workers < 0 or self.max_failures < 0:
+            raise ValueError(f"num_workers and max_failures must be >= 0, got {self.num_workers}, "
+                             f"{self.max_failures}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.cpus_per_worker <= 0:

@@ -205,7 +205,7 @@ def train_distributed(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str |
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                      resources_per_worker={"CPU": s.cpus_per_worker, **s.resources_per_worker}),
         run_config=RunConfig(name=out_dir.name, storage_path=storage, callbacks=callbacks,
-                             failure_config=FailureConfig(max_failures=0),
+                             failure_config=FailureConfig(max_failures=s.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
     print(f"[align] {out_dir.name}: {s.num_workers} Ray Train workers, ZeRO-{s.zero_stage}, "

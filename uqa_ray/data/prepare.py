@@ -210,9 +210,11 @@ def _catalog_stage(catalog: Path, cat_ref, item_dense, n_items, tokenizer, cfg, 
     clock("tokenizer")
     tok_ref = ray.put(tok.backend_tokenizer.to_str())
     toks = cat_mod.tokenize(kept, tok_ref, cfg.max_name_tokens)
-    # The lookup task writes maps/ into `tmp`, so it runs on this (the driver's) node.
+    # The lookup task writes maps/ into `tmp`, so it runs on this (the driver's) node; it asks for no CPU,
+    # as the driver's own work does: a cluster's head has none to give (cluster/*.yaml: CPU 0).
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    lookup_ref, info_ref = ray.remote(cat_mod.build_lookup).options(num_returns=2, scheduling_strategy=here).remote(
+    lookup_ref, info_ref = ray.remote(cat_mod.build_lookup).options(num_returns=2, num_cpus=0,
+                                                                    scheduling_strategy=here).remote(
         str(tmp), tok_ref, cfg.max_name_tokens, *toks.to_arrow_refs())
     info = ray.get(info_ref)
     clock("catalog")

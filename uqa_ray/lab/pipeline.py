@@ -110,30 +110,33 @@ def pretrained_encoders(cfg: LabConfig, data: Path, work: Path) -> list[dict[str
         _say(f"pretrain {i + 1}/{len(configs)}: {pcfg.preset} max_len={pcfg.max_len} "
              f"input={pcfg.input_mode} loss={pcfg.loss.kind}")
         res = pretrain(pcfg)
-        return {"variant": cfg.variants[i], "config": to_dict(pcfg), "status": res.status,
-                "encoder_dir": str(res.encoder_dir) if res.encoder_dir else None, "metrics": res.metrics}
+        return {"variant": cfg.variants[i], "config": to_dict(pcfg), "status": res.status, "reason": res.reason,
+                "run_dir": str(res.run_dir), "encoder_dir": str(res.encoder_dir) if res.encoder_dir else None,
+                "metrics": res.metrics}
 
     with ThreadPoolExecutor(max_workers=max(1, min(cfg.pretrain_concurrency, len(configs)))) as pool:
         return list(pool.map(one, range(len(configs))))
 
 
-def analyse(cfg: LabConfig, results: Path, reports: Path, trial_ids: list[str]) -> dict[str, Any]:
+def analyse(cfg: LabConfig, results: Path, reports: Path, trial_ids: list[str],
+            missing: list[dict[str, Any]]) -> dict[str, Any]:
     """Fits, plots and tables from the result records only (analysis/ never sees the models): those of
     this run's trials, so that another config of the same experiment in the same workdir (ci, then
-    local) does not leak into this one's report."""
+    local) does not leak into this one's report. `missing` planned trials are marked in all three."""
     from analysis.fit_scaling import summary
     from analysis.records import load_records
     from analysis.report import build_report
     from analysis.tables import write_table
 
     if cfg.x == "none":
-        paths = write_table(load_records(results, trial_ids), cfg.table, reports, scorer=cfg.scorer, with_paper=True)
+        paths = write_table(load_records(results, trial_ids), cfg.table, reports, scorer=cfg.scorer, with_paper=True,
+                            missing=missing)
         _say(f"analysis: table {cfg.table} -> {', '.join(str(p) for p in paths)}")
         return {"paths": [str(p) for p in paths]}
     names = {variant_encoder(cfg, v) for v in cfg.variants}
     method = names.pop() if len(names) == 1 else None
     doc, paths = build_report(results, reports, x=cfg.x, scorer=cfg.scorer, table=cfg.table or None,
-                              paper=True, method=method, trial_ids=trial_ids)
+                              paper=True, method=method, trial_ids=trial_ids, missing=missing)
     _say(f"analysis: {len(paths)} files -> {reports}")
     _say(summary(doc))
     for p in paths:
@@ -189,6 +192,17 @@ def sweep(work: Path, experiment: str) -> None:
              + (" ..." if len(gone) > 5 else ""))
 
 
+def not_ok(encoders: list[dict[str, Any]], records: list[dict[str, Any]], missing: list[dict[str, Any]],
+           results: Path) -> list[dict[str, Any]]:
+    """Every planned piece of the study without an ok result: pretraining runs that did not finish (their
+    trials were never planned), trials with no record after their retries, and records not ok."""
+    runs = [{"trial_id": f"pretrain:{Path(e['run_dir']).name}", "method": "pretrain",
+             "reason": f"{e['status']}: {e['reason']}", "log": e["run_dir"]} for e in encoders if e["status"] != "ok"]
+    bad = [{"trial_id": r["trial_id"], "method": r.get("method"), "reason": f"{r['status']}: {r.get('reason')}",
+            "log": str(results / f"{r['trial_id']}.json")} for r in records if r.get("status") != "ok"]
+    return [*runs, *missing, *bad]
+
+
 def run(cfg: LabConfig) -> dict[str, Any]:
     from uqa_ray.lab.trials import align_and_evaluate
     from uqa_ray.raysetup import init_ray
@@ -202,12 +216,20 @@ def run(cfg: LabConfig) -> dict[str, Any]:
     questions = question_set(cfg, data, work)
     encoders = pretrained_encoders(cfg, data, work)
     results = work / "results" / cfg.experiment
-    records = align_and_evaluate(cfg, data, questions, encoders, results, work)
+    records, missing = align_and_evaluate(cfg, data, questions, encoders, results, work)
     reports = work / "reports" / cfg.experiment
     ids = [r["trial_id"] for r in records]
-    summary = analyse(cfg, results, reports, ids) if cfg.x != "none" or cfg.table else {}
+    gaps = not_ok(encoders, records, missing, results)
+    unrun = [m for m in gaps if m["method"] == "pretrain"] + missing
+    summary = analyse(cfg, results, reports, ids, unrun) if (cfg.x != "none" or cfg.table) and records else {}
     wall = time.perf_counter() - t0
-    line = {"experiment": cfg.experiment, "wall_s": round(wall, 1), "trials": len(records),
-            "ok": sum(r.get("status") == "ok" for r in records), "results": str(results), "reports": str(reports)}
+    line = {"experiment": cfg.experiment, "wall_s": round(wall, 1), "planned": len(records) + len(missing),
+            "trials": len(records), "ok": sum(r.get("status") == "ok" for r in records), "missing": len(gaps),
+            "results": str(results), "reports": str(reports)}
+    for g in gaps:
+        _say(f"NOT OK {g['trial_id']}: {g['reason']} (log: {g['log']})")
+    if gaps:
+        _say(f"INCOMPLETE: {len(gaps)} planned run(s) or trial(s) have no ok result (listed above); the report "
+             "marks them; rerun the same command to retry them")
     _say("done: " + json.dumps(line))
-    return {**line, "analysis": summary}
+    return {**line, "gaps": gaps, "analysis": summary}

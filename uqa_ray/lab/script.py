@@ -2,7 +2,9 @@
 
     python experiments/<name>.py [--config local|ci|paper|FILE.yaml] [--set key=value ...] [--workdir DIR]
 
-Under `ray job submit` the script joins that cluster (RAY_ADDRESS is set for the job); without one it
+Exit codes: 0 every planned run and trial ok; 2 bad input or config (nothing run); 3 incomplete - a
+pretraining run or trial has no ok result after its retries (each is named, the report marks it; rerun
+the same command to retry only those). Under `ray job submit` the script joins that cluster (RAY_ADDRESS is set for the job); without one it
 starts a local Ray. Use an absolute --workdir on storage every node sees when running on a cluster.
 """
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from pathlib import Path
 
 from uqa_ray.config import ConfigError, build, load_yaml, parse_dotted
-from uqa_ray.io import InputError
+from uqa_ray.io import EXIT_BAD_INPUT, EXIT_INCOMPLETE, InputError
 from uqa_ray.lab.config import LabConfig
 
 def config_path(configs: Path, name: str) -> Path:
@@ -48,6 +50,6 @@ def main(script: str, doc: str, argv: list[str] | None = None) -> int:
         summary = run(cfg)
     except (InputError, ConfigError) as e:
         print(f"{experiment}: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: v for k, v in summary.items() if k != "analysis"}), flush=True)
-    return 0 if summary["ok"] == summary["trials"] else 1
+        return EXIT_BAD_INPUT
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("analysis", "gaps")}), flush=True)
+    return EXIT_INCOMPLETE if summary["gaps"] else 0

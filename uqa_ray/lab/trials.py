@@ -10,7 +10,8 @@ from uqa_ray.lab.config import LabConfig
 
 
 def align_and_evaluate(cfg: LabConfig, data: Path, questions: Path, encoders: list[dict[str, Any]],
-                       results: Path, work: Path) -> list[dict[str, Any]]:
+                       results: Path, work: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(records, planned trials without one): grid.run_grid over the encoders whose pretraining is ok."""
     from uqa_ray.tune.grid import EncoderRef, GridSpec, run_grid
 
     failed = [e for e in encoders if e["status"] != "ok"]

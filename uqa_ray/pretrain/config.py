@@ -83,7 +83,9 @@ class PretrainConfig:
     eval_batch: int = 16
     ks: tuple[int, ...] = (1, 5, 10, 20, 50)
     max_steps: int = 0  # 0 = no limit (smoke runs and tests cap it)
-    max_failures: int = 0  # Ray Train FailureConfig: restarts from the latest checkpoint
+    # Ray Train FailureConfig: a lost worker (a preempted node) restarts the worker group from the latest
+    # checkpoint, up to this many times (0 = the run fails at the first loss)
+    max_failures: int = 2
     seed: int = 0
     name: str = ""  # run name under `storage`; "" = derived from the config hash
     storage: str = "runs/pretrain"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from uqa_ray.config import build, load_yaml, parse_dotted
+from uqa_ray.io import EXIT_INCOMPLETE
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -30,9 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from uqa_ray.tune.grid import GridSpec, run_grid
 
     spec = build(GridSpec, load_yaml(args.config) if args.config else None, parse_dotted(args.set))
-    records = run_grid(args.experiment, spec, args.data, args.results, args.storage, args.stop_after)
+    records, missing = run_grid(args.experiment, spec, args.data, args.results, args.storage, args.stop_after)
     for r in records:
         s = r["scores"]
         acc = " ".join(f"{k}={v['overall']['acc']:.2f}" for k, v in s.items()) or r["reason"]
         print(f"{r['trial_id']:<28} {r['status']:<9} prompt_tokens={r['prompt_tokens'] or 0:.0f} {acc}")
-    return 0 if all(r["status"] == "ok" for r in records) else 1
+    for m in missing:
+        print(f"{m['trial_id']:<28} {'missing':<9} {m['reason']} (log: {m['log']})")
+    return 0 if all(r["status"] == "ok" for r in records) and not missing else EXIT_INCOMPLETE

@@ -1,6 +1,6 @@
 """A grid of alignment/evaluation trials as one Ray Tune experiment, restorable, one record per trial.
 
-    records = run_grid("table4", GridSpec(encoders=(EncoderRef("runs/pretrain/<run>/encoder"),),
+    records, missing = run_grid("table4", GridSpec(encoders=(EncoderRef("runs/pretrain/<run>/encoder"),),
                                           adapters=("mean_pool", "qformer"), strategies=("adapter", "full")),
                        data_dir="data", results_dir="results", storage="runs/tune")
 
@@ -14,8 +14,9 @@ table answer the same prompts.
 Restore: the Tune experiment lives at `<storage>/<experiment>-<hash of the full trial list>`. If it
 exists, `Tuner.restore` resumes it (finished trials are not re-run, interrupted ones restart). Trials
 that the restored experiment will never run - a stopped experiment (StopAfter, Tune's stop_all) marks
-its unstarted trials TERMINATED - then run as a follow-up experiment named after exactly that set (itself
-restorable). Without a previous experiment a new Tuner runs only the trials that have no record yet
+its unstarted trials TERMINATED; errored trials (out of retries) are left as they are - then run as a
+follow-up experiment named after exactly that set and `max_failures` (itself restorable). Without a
+previous experiment a new Tuner runs only the trials that have no record yet
 (records are keyed by config hash). And a trial whose record exists returns it without running
 (trial.py), so no path re-runs or duplicates a finished trial, and every record written before an
 interruption is kept.
@@ -45,7 +46,7 @@ from uqa_ray.data.schema import TRUTH_FILE
 from uqa_ray.evaluate.run import METHODS, method_spec
 from uqa_ray.io import atomic_path
 from uqa_ray.tune.records import read_record, record_path, trial_id
-from uqa_ray.tune.trial import config_hash
+from uqa_ray.tune.trial import config_hash, identity
 
 SEED_FREE = ("no_embedding", "oracle", "text20", "text50")
 
@@ -79,6 +80,9 @@ class GridSpec:
     text_max_questions: int = 0
     resources: dict[str, float] = dataclasses.field(default_factory=lambda: {"CPU": 1.0})  # per trial
     max_concurrent: int = 0  # 0 = as many as the resources allow
+    # Tune FailureConfig: a trial whose process dies (a preempted node, an OOM kill) is run again, up to this
+    # many times; it reuses its finished alignment (trial.ensure_aligned). 0 = an ERROR trial stays missing.
+    max_failures: int = 2
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.methods) - set(METHODS))
@@ -90,8 +94,10 @@ class GridSpec:
             raise ValueError("methods 'encoder'/'random' need at least one entry in encoders")
         if not self.strategies or not self.seeds:
             raise ValueError("strategies and seeds must be non-empty")
-        if min(self.max_concurrent, self.max_questions, self.text_max_questions) < 0 or self.n_boot < 1:
-            raise ValueError("need max_concurrent, max_questions, text_max_questions >= 0 and n_boot >= 1")
+        if min(self.max_concurrent, self.max_questions, self.text_max_questions, self.max_failures) < 0 \
+                or self.n_boot < 1:
+            raise ValueError("need max_concurrent, max_questions, text_max_questions, max_failures >= 0 and "
+                             "n_boot >= 1")
         for a, s, lr in itertools.product(self.adapters or (None,), self.strategies, self.lrs or (None,)):
             align_config(self.align_preset, self.align, _over(a, s, lr))
 
@@ -188,9 +194,11 @@ def warn_if_untaught(folder: Path, margin: float = 10.0) -> None:
 
 
 def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir: str | Path = "results",
-             storage: str | Path = "runs/tune", stop_after: int = 0) -> list[dict[str, Any]]:
-    """Run (or restore) the grid; return the records of its trials that exist, in trial order.
-    `stop_after` > 0 ends this invocation after that many trials finished (a budget; rerun to go on)."""
+             storage: str | Path = "runs/tune",
+             stop_after: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run (or restore) the grid: (the records of its trials that exist, in trial order; the planned trials
+    that have none, each {trial_id, method, config, reason, log}). `stop_after` > 0 ends this invocation
+    after that many trials finished (a budget; rerun to go on: the rest are listed as not run)."""
     from ray import tune
 
     from uqa_ray.raysetup import init_ray
@@ -205,6 +213,14 @@ def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir:
     init_ray()
     threads = max(1, int(spec.resources.get("CPU", 1)))
     trainable = tune.with_resources(tune_trainable, {k.lower(): v for k, v in spec.resources.items()})
+    errors: dict[str, tuple[str, str]] = {}  # trial id -> (Tune's error, the trial's folder)
+
+    def fit(tuner: tune.Tuner) -> None:
+        for res in tuner.fit():
+            if res.error is not None and "trial" in (res.config or {}):
+                tid = trial_id(res.config["trial"]["method"], config_hash(res.config["trial"]))
+                first = (str(res.error).strip().splitlines() or [""])[0][:300]  # the rest: error.txt in the log folder
+                errors[tid] = (f"{type(res.error).__name__}: {first}", str(res.path))
 
     def fresh(tune_name: str, todo: list[dict]) -> tune.Tuner:
         return tune.Tuner(
@@ -215,23 +231,37 @@ def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir:
             # cannot see them (the fallback below runs them). Without it every trial is created up front.
             tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent or None, reuse_actors=True),
             run_config=tune.RunConfig(name=tune_name, storage_path=str(storage), verbose=1,
-                                      stop=StopAfter(stop_after) if stop_after else None),
+                                      stop=StopAfter(stop_after) if stop_after else None,
+                                      failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
         )
 
     if tune.Tuner.can_restore(storage / name):
         print(f"[tune] restoring {storage / name}", flush=True)
-        tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True, restart_errored=True).fit()
-        # Trials that the restored experiment never created (see `fresh`) run as a follow-up
-        # experiment named after exactly that set, so an interruption there restores as well.
+        # Errored trials are not restarted in the restored experiment, which keeps the failure config it was
+        # created with: with the trials it never created (see `fresh`), they run as a follow-up experiment
+        # named after exactly that set and this invocation's retries, so an interruption there restores too.
+        fit(tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True))
         todo = [t for t, p in zip(trials, paths) if not p.is_file()]
         if todo:
-            rest = f"{name}-rest-{content_hash([trial_id(t['method'], config_hash(t)) for t in todo])}"
+            todo_ids = [trial_id(t["method"], config_hash(t)) for t in todo]
+            rest = f"{name}-rest-{content_hash(todo_ids, spec.max_failures)}"
             if tune.Tuner.can_restore(storage / rest):
-                tune.Tuner.restore(str(storage / rest), trainable, resume_unfinished=True, restart_errored=True).fit()
+                fit(tune.Tuner.restore(str(storage / rest), trainable, resume_unfinished=True, restart_errored=True))
             else:
-                fresh(rest, todo).fit()
+                fit(fresh(rest, todo))
     else:
         todo = [t for t, p in zip(trials, paths) if not p.is_file()]
         if todo:
-            fresh(name, todo).fit()
-    return [r for r in (read_record(p) for p in paths) if r is not None]
+            fit(fresh(name, todo))
+    records, missing = [], []
+    for t, tid, p in zip(trials, ids, paths):
+        rec = read_record(p)
+        if rec is not None:
+            records.append(rec)
+            continue
+        reason, log = errors.get(tid, (f"not run in this invocation (stop_after={stop_after})" if stop_after else
+                                       "no record and no error from Tune", str(storage / name)))
+        if tid in errors:
+            reason = f"{reason} (after {spec.max_failures} retries)"
+        missing.append({"trial_id": tid, "method": t["method"], "config": identity(t), "reason": reason, "log": log})
+    return records, missing
