@@ -25,7 +25,12 @@ from uqa_ray.io import write_json  # noqa: E402
 
 
 def _scores(work: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text())["scores"] for p in (work / "results" / EXPERIMENT).glob("*.json")}
+    """Scores by (method, encoder size): trial ids hash their workdir's paths, so they differ between runs."""
+    out = {}
+    for p in (work / "results" / EXPERIMENT).glob("*.json"):
+        r = json.loads(p.read_text())
+        out[f"{r['config']['method']}-{(r.get('encoder') or {}).get('params_dense')}"] = r["scores"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             if rc != 0:
                 print(out[-3000:], file=sys.stderr)
-        same = _scores(d / "undisturbed" / "lab") == _scores(d / "one_trial_killed" / "lab")
+        calm_scores, hit_scores = _scores(d / "undisturbed" / "lab"), _scores(d / "one_trial_killed" / "lab")
+        same = len(calm_scores) == 3 and calm_scores == hit_scores
     calm, hit = runs["undisturbed"]["wall_s"], runs["one_trial_killed"]["wall_s"]
     doc = {"what": "scale_model_size --config ci, fresh workdirs, one warm user cache; one Tune trial SIGKILLed "
                    "a few seconds in, retried by Tune (grid.max_failures 2)",
