@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.lab.test_trial_kill import EXPERIMENT, _run  # noqa: E402
+from uqa_ray.config import load_yaml  # noqa: E402
 from uqa_ray.io import write_json  # noqa: E402
 
 
@@ -49,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             if rc != 0:
                 print(out[-3000:], file=sys.stderr)
         calm_scores, hit_scores = _scores(d / "undisturbed" / "lab"), _scores(d / "one_trial_killed" / "lab")
-        same = len(calm_scores) == 3 and calm_scores == hit_scores
+        ci = load_yaml(ROOT / "experiments" / "configs" / EXPERIMENT / "ci.yaml")
+        planned = len(ci["variants"]) * len(ci["grid"]["methods"])
+        same = len(calm_scores) == planned and calm_scores == hit_scores
     calm, hit = runs["undisturbed"]["wall_s"], runs["one_trial_killed"]["wall_s"]
     doc = {"what": "scale_model_size --config ci, fresh workdirs, one warm user cache; one Tune trial SIGKILLed "
                    "a few seconds in, retried by Tune (grid.max_failures 2)",

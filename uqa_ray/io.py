@@ -18,9 +18,9 @@ class InputError(ValueError):
     """Bad input (file, column, type or value). The message names what is wrong; the CLI exits 2."""
 
 
-# Exit codes of every command: 0 done; 2 bad input or config (InputError, ConfigError: nothing run or
-# written); 3 incomplete: a planned trial or pretraining run has no ok result after its retries (each is
-# named in the output; the report marks them).
+# Exit codes: 0 done; 2 bad input or config (InputError, ConfigError: nothing run or written; every
+# command); 3 incomplete: a planned trial or pretraining run has no ok result after its retries (each is
+# named in the output; the report marks them; the experiment scripts and `uqa-ray tune`).
 EXIT_BAD_INPUT, EXIT_INCOMPLETE = 2, 3
 
 

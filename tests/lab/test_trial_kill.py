@@ -94,7 +94,7 @@ def test_a_killed_trial_is_named_without_retries_and_retried_with_them(tmp_path)
     assert killed, f"no trial process was seen to kill:\n{out[-3000:]}"
     assert rc == EXIT_INCOMPLETE, out[-5000:]
     done = _done(out)
-    assert (done["planned"], done["trials"], done["ok"], done["missing"]) == (planned, planned - 1, planned - 1, 1)
+    assert (done["planned"], done["trials"], done["ok"], done["not_ok"]) == (planned, planned - 1, planned - 1, 1)
     gone = [ln for ln in out.splitlines() if "[lab] NOT OK " in ln]
     assert len(gone) == 1 and "after 0 retries" in gone[0] and "(log: " in gone[0], out[-3000:]
     tid = gone[0].split("[lab] NOT OK ")[1].split(":")[0]
@@ -111,7 +111,7 @@ def test_a_killed_trial_is_named_without_retries_and_retried_with_them(tmp_path)
     rc, out, killed = _run(work, tmp_path / "run1.log")
     assert killed and rc == 0, out[-5000:]
     done = _done(out)
-    assert done["planned"] == done["trials"] == done["ok"] == planned and done["missing"] == 0
+    assert done["planned"] == done["trials"] == done["ok"] == planned and done["not_ok"] == 0
     assert "NOT OK" not in out and "INCOMPLETE" not in out
     record = json.loads((work / "results" / EXPERIMENT / f"{tid}.json").read_text())
     assert record["status"] == "ok"

@@ -224,12 +224,13 @@ def run(cfg: LabConfig) -> dict[str, Any]:
     summary = analyse(cfg, results, reports, ids, unrun) if (cfg.x != "none" or cfg.table) and records else {}
     wall = time.perf_counter() - t0
     line = {"experiment": cfg.experiment, "wall_s": round(wall, 1), "planned": len(records) + len(missing),
-            "trials": len(records), "ok": sum(r.get("status") == "ok" for r in records), "missing": len(gaps),
+            "trials": len(records), "ok": sum(r.get("status") == "ok" for r in records), "not_ok": len(gaps),
             "results": str(results), "reports": str(reports)}
     for g in gaps:
         _say(f"NOT OK {g['trial_id']}: {g['reason']} (log: {g['log']})")
     if gaps:
-        _say(f"INCOMPLETE: {len(gaps)} planned run(s) or trial(s) have no ok result (listed above); the report "
-             "marks them; rerun the same command to retry them")
+        _say(f"INCOMPLETE: {len(gaps)} planned run(s) or trial(s) have no ok result (listed above; the report "
+             "marks them). Rerunning the same command retries the missing ones and unfinished pretraining; a "
+             "failed or diverged trial record is a result and stands until its file is removed")
     _say("done: " + json.dumps(line))
     return {**line, "gaps": gaps, "analysis": summary}

@@ -2,9 +2,11 @@
 
     python experiments/<name>.py [--config local|ci|paper|FILE.yaml] [--set key=value ...] [--workdir DIR]
 
-Exit codes: 0 every planned run and trial ok; 2 bad input or config (nothing run); 3 incomplete - a
-pretraining run or trial has no ok result after its retries (each is named, the report marks it; rerun
-the same command to retry only those). Under `ray job submit` the script joins that cluster (RAY_ADDRESS is set for the job); without one it
+Exit codes (uqa_ray.io): 0 every planned run and trial ok; 2 bad input or config (nothing run); 3
+incomplete - a pretraining run or trial has no ok result after its retries (each is named, the report
+marks it; a rerun retries the missing ones).
+
+Under `ray job submit` the script joins that cluster (RAY_ADDRESS is set for the job); without one it
 starts a local Ray. Use an absolute --workdir on storage every node sees when running on a cluster.
 """
 from __future__ import annotations
