@@ -9,10 +9,11 @@ rather than hiding it. A model that cannot be fitted is reported as {"failed": r
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import numpy as np
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 
 C_MAX = 100.0  # accuracy is x100: the asymptote cannot exceed it
 B_BOUNDS = (1e-3, 5.0)
@@ -62,7 +63,9 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     lo, hi = [0.0, 0.0, B_BOUNDS[0]], [C_MAX, np.inf, B_BOUNDS[1]]
     p0 = np.clip(p0, np.array(lo) + 1e-9, np.array(hi) - 1e-9)
     try:
-        p, _ = curve_fit(power_law, x, y, p0=p0, bounds=(lo, hi), jac=_power_jac, max_nfev=5000)
+        with warnings.catch_warnings():  # curve_fit's covariance is unused: the CIs are bootstrapped
+            warnings.simplefilter("ignore", OptimizeWarning)
+            p, _ = curve_fit(power_law, x, y, p0=p0, bounds=(lo, hi), jac=_power_jac, max_nfev=5000)
     except (RuntimeError, ValueError) as e:
         raise FitError(f"power-law fit did not converge: {e}") from e
     at_bound = [n for n, v, l, h in zip(MODEL_PARAMS[POWER], p, lo, hi)

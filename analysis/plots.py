@@ -32,7 +32,7 @@ if not __package__:  # run as a file (python analysis/x.py): the repo root holds
 
 from analysis.aggregate import aggregate  # noqa: E402
 from analysis.paper import DISPLAY  # noqa: E402
-from analysis.fit_scaling import SERIES, X_SPECS, run_fit, select, size_label  # noqa: E402
+from analysis.scaling import SERIES, X_SPECS, run_fit, select, size_label  # noqa: E402
 from analysis.fitting import LOGLIN, POWER  # noqa: E402
 from analysis.records import SCORERS, load_records  # noqa: E402
 from uqa_ray.config import ConfigError  # noqa: E402

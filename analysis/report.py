@@ -1,6 +1,7 @@
 """Fit, figure and table of one scaling experiment in one call (what an experiment script ends with).
 
-    python -m analysis.report --results results/scale_model_size --x params --table 5 --out reports/scale_model_size --paper
+    python -m analysis.report --results results/scale_model_size --x params --table 5 \\
+        --out reports/scale_model_size --paper
 
 Equivalent to `analysis.fit_scaling` (fit_<x>.json), `analysis.plots` (scaling_<x>.png/.svg, drawn
 from that same fit) and `analysis.tables` (table<N>.md/.csv); prints one summary line.
@@ -14,7 +15,7 @@ from pathlib import Path
 if not __package__:  # run as a file (python analysis/x.py): the repo root holds `analysis`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.fit_scaling import X_SPECS, run_fit, summary
+from analysis.scaling import X_SPECS, run_fit, summary
 from analysis.records import SCORERS, load_records
 from uqa_ray.config import ConfigError
 from uqa_ray.io import InputError, write_json

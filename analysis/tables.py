@@ -24,7 +24,7 @@ if not __package__:  # run as a file (python analysis/x.py): the repo root holds
 
 from analysis import paper
 from analysis.aggregate import aggregate
-from analysis.fit_scaling import size_label
+from analysis.scaling import size_label
 from analysis.records import GROUPS, SCORERS, load_records
 from uqa_ray.config import ConfigError
 from uqa_ray.io import InputError, atomic_path
@@ -128,7 +128,8 @@ def _fmt_cell(row: pd.Series, key: str) -> str:
 def markdown(agg: pd.DataFrame, table: int, title: str) -> str:
     spec = TABLES[table]
     keys = [k for k in spec.scores if agg[k].notna().any()] or list(spec.scores)
-    head = [{"params_dense": "params"}.get(c, c.replace("_", " ")) for c in spec.rows] + [HEADERS.get(k, k) for k in keys]
+    head = ([{"params_dense": "params"}.get(c, c.replace("_", " ")) for c in spec.rows]
+            + [HEADERS.get(k, k) for k in keys])
     head += (["Avg. tokens"] if spec.tokens else []) + ["n", "k", "status"]
     lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in agg.iterrows():

@@ -145,7 +145,8 @@ def markdown(r: dict) -> str:
         lo, hi = m[f"{k}_ci95"]
         return f"{m[k]:.3f} [{lo:.3f}, {hi:.3f}]"
 
-    lines = ["| encoder | HR@10 [95% CI] | NDCG@10 [95% CI] | model - recent, HR@10 [95% CI] | eval loss | positions/s |",
+    lines = ["| encoder | HR@10 [95% CI] | NDCG@10 [95% CI] | model - recent, HR@10 [95% CI] "
+             "| eval loss | positions/s |",
              "|---|---|---|---|---|---|"]
     for name, e in r["encoders"].items():
         lo, hi = e["model-recent"]["HR@10_ci95"]
@@ -156,7 +157,8 @@ def markdown(r: dict) -> str:
         lines.append(f"| {b} (same users) | {ci(first[b], 'HR@10')} | {ci(first[b], 'NDCG@10')} | | | |")
     lines += ["", "| Trm++ d_model | dense params | HR@10 [95% CI] | eval loss |", "|---|---|---|---|"]
     for p in r["ladder"]:
-        lines.append(f"| {p['encoder']['d_model']} | {p['params_dense']:,} | {ci(p['model'], 'HR@10')} | {p['eval_loss']:.4f} |")
+        lines.append(f"| {p['encoder']['d_model']} | {p['params_dense']:,} | {ci(p['model'], 'HR@10')} "
+                     f"| {p['eval_loss']:.4f} |")
     if "ladder_fit" in r:
         f = r["ladder_fit"]
         lines += ["", f"Power law of eval loss in dense parameters: exponent {f['exponent']:.4f}, R² (log-log) "

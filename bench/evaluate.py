@@ -60,7 +60,7 @@ def build_data(work: Path) -> Path:
 def build_system(data: Path, work: Path, device: torch.device = torch.device("cpu")):
     from uqa_ray.align.config import align_config
     from uqa_ray.align.llm import TinyLMConfig, build_tiny_llm
-    from uqa_ray.align.train import build_model
+    from uqa_ray.align.steps import build_model
     from uqa_ray.encoders import build_encoder, preset_config, save_encoder
     from uqa_ray.encoders.presets import load_vocab
 

@@ -66,8 +66,9 @@ def run_preset(data: Path, storage: Path, preset: str, steps: int, micro_batch: 
         f"name={preset}-z{stage}", f"deepspeed={ds_json}",
     ]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))})
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))})
     if proc.returncode:
         return {"preset": preset, "error": proc.stderr[-3000:]}
     lines = (storage / f"{preset}-z{stage}" / "metrics.jsonl").read_text().splitlines()

@@ -201,7 +201,8 @@ def main() -> None:
         t2 = time.perf_counter()
         prompts = text_k_prompts(out, "eval", k)
         n_tok = count_tokens(tok, prompts)
-        text[f"text{k}"] = {"render_and_count_s": time.perf_counter() - t2, "mean_prompt_tokens_bench_bpe": float(n_tok.mean())}
+        text[f"text{k}"] = {"render_and_count_s": time.perf_counter() - t2,
+                            "mean_prompt_tokens_bench_bpe": float(n_tok.mean())}
     result = {
         "data": "synthetic (numpy, bench/questions.py)" if args.data is None else args.data,
         "data_path": str(data),
@@ -209,19 +210,25 @@ def main() -> None:
         "prepared": prepared_stats,
         "config": "QuestionConfig() defaults",
         "questions": {split: v["questions"] for split, v in summary["splits"].items()},
-        "per_subtask": {split: {k: v["made"] for k, v in s_["subtasks"].items()} for split, s_ in summary["splits"].items()},
-        "attempts": {split: sum(v["tried"] for v in s_["subtasks"].values()) for split, s_ in summary["splits"].items()},
+        "per_subtask": {split: {k: v["made"] for k, v in s_["subtasks"].items()}
+                        for split, s_ in summary["splits"].items()},
+        "attempts": {split: sum(v["tried"] for v in s_["subtasks"].values())
+                     for split, s_ in summary["splits"].items()},
         "misrouted": misrouted,
         "wall_s": wall, "questions_per_s": n_q / wall,
-        "eval_questions_per_s": summary["splits"]["eval"]["questions"] / (summary["splits"]["eval"]["generate_s"] + summary["splits"]["eval"]["write_s"]),
-        "phases_s": {"load": summary["load_s"], **{f"{sp}_{k}": v[k] for sp, v in summary["splits"].items() for k in ("generate_s", "write_s")}},
+        "eval_questions_per_s": summary["splits"]["eval"]["questions"] / (
+            summary["splits"]["eval"]["generate_s"] + summary["splits"]["eval"]["write_s"]),
+        "phases_s": {"load": summary["load_s"],
+                     **{f"{sp}_{k}": v[k] for sp, v in summary["splits"].items() for k in ("generate_s", "write_s")}},
         "peak_rss_gib_incl_mmapped_files": peak_gib,
         "rss_anon_gib_after_generate": anon[0] if anon else None,
         "load_avg_1min_before_after": [load_before[0], load_after[0]],
-        "output_bytes": {f.name: f.stat().st_size for f in out.iterdir() if f.suffix in (".arrow", ".parquet") and not f.is_symlink()},
+        "output_bytes": {f.name: f.stat().st_size for f in out.iterdir()
+                         if f.suffix in (".arrow", ".parquet") and not f.is_symlink()},
         "score_eval_random_s": score_s, "score_eval_random_acc": s["overall"]["acc"],
         "text_k": text,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__, "pyarrow": pa.__version__},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+                    "pyarrow": pa.__version__},
     }
     write_json(args.result, result)
     print(json.dumps(result, indent=2, ensure_ascii=False))

@@ -55,7 +55,8 @@ BENCHMARKS: dict[str, dict] = {
     "evaluate": {"script": "bench/evaluate.py", "full": [],
                  "quick": ["--questions", "64", "--text-questions", "16", "--threads", "2", "--repeat", "1"],
                  "out_flag": "--out", "minutes": (5, 1)},
-    "align_workers": {"script": "bench/align_workers.py", "full": [], "quick": ["--steps", "4", "--strategies", "adapter"],
+    "align_workers": {"script": "bench/align_workers.py", "full": [],
+                      "quick": ["--steps", "4", "--strategies", "adapter"],
                       "out_flag": "--out", "minutes": (4, 2)},
     # --items only sizes the CE-memory half; the shorter sequence makes the throughput half cheap.
     "pretrain": {"script": "bench/pretrain.py", "full": [],
@@ -140,7 +141,7 @@ def run_logged(argv: list[str], log: Path, timeout: float) -> tuple[int, float, 
 
     timer = threading.Timer(timeout, kill)
     timer.start()
-    events, tail = [], collections.deque(maxlen=40)
+    tail: collections.deque[str] = collections.deque(maxlen=40)
     with open(log, "w") as f:
         for line in proc.stdout:
             f.write(line)

@@ -1,4 +1,5 @@
-"""Table 3: supervised next-item CE against contrastive InfoNCE, each with full input, without text and without side information.
+"""Table 3: supervised next-item CE against contrastive InfoNCE, each with full input, without text and
+without side information.
 
 Runs every stage on Ray (Data -> Train -> Tune), reusing finished stages, and writes one result record
 per trial plus the fit, plot and paper-style table. Config presets: experiments/configs/ablate_pretrain/.

@@ -1,4 +1,5 @@
-"""Table 2: the five encoders (GRU4Rec, SASRec, Mamba4Rec, HSTU, Trm++) against the Text20/Text50 baselines and the controls.
+"""Table 2: the five encoders (GRU4Rec, SASRec, Mamba4Rec, HSTU, Trm++) against the Text20/Text50 baselines
+and the controls.
 
 Runs every stage on Ray (Data -> Train -> Tune), reusing finished stages, and writes one result record
 per trial plus the fit, plot and paper-style table. Config presets: experiments/configs/compare_encoders/.

@@ -1,4 +1,5 @@
-"""Table 7: prompt tokens against accuracy: Text20/Text50 histories against one (Mean-Pool) or 16 (Q-Former) soft tokens.
+"""Table 7: prompt tokens against accuracy: Text20/Text50 histories against one (Mean-Pool) or 16 (Q-Former)
+soft tokens.
 
 Runs every stage on Ray (Data -> Train -> Tune), reusing finished stages, and writes one result record
 per trial plus the fit, plot and paper-style table. Config presets: experiments/configs/efficiency/.

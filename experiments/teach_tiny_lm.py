@@ -1,6 +1,7 @@
 """Teach the tiny default LM for an experiment's data (once per machine), and optionally ship it.
 
-    python experiments/teach_tiny_lm.py                  # the README main command's data; ~50 min on 2 busy CPUs (docs/taught_lm.md)
+    python experiments/teach_tiny_lm.py                  # the README main command's data; ~50 min on 2 busy CPUs
+                                                         # (docs/taught_lm.md)
     python experiments/teach_tiny_lm.py --ship           # ... and put it in the package (uqa_ray/align/taught/)
     python experiments/teach_tiny_lm.py --rekey "WHY"    # re-key the shipped copy after a move of teaching code
 

@@ -22,7 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("uqa_ray.pretrain.cli", "Ray Train + DeepSpeed: pretrain one encoder, export it in fp32"),
     "plan": ("uqa_ray.pretrain.plan_cli", "memory per GPU of each preset x ZeRO stage x GPU count"),
     "params": ("uqa_ray.encoders.cli", "parameter counts (dense / embeddings / total) of every encoder preset"),
-    "tune": ("uqa_ray.tune.cli", "Ray Tune grid: align + evaluate (encoders, baselines, controls), one record per trial"),
+    "tune": ("uqa_ray.tune.cli",
+             "Ray Tune grid: align + evaluate (encoders, baselines, controls), one record per trial"),
 }
 
 

@@ -1,7 +1,10 @@
 """Starting or joining Ray, with the settings this lab relies on."""
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import warnings
 
 
 def configure_data_context() -> None:
@@ -14,7 +17,11 @@ def configure_data_context() -> None:
 
     ctx = ray.data.DataContext.get_current()
     ctx.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    ctx.enable_progress_bars = bool(int(os.environ.get("UQA_PROGRESS", "1")))
+    # Progress bars redraw in place on a terminal; into a log file each redraw is a line (most of a run's
+    # log). UQA_PROGRESS=1/0 forces them on/off.
+    ctx.enable_progress_bars = bool(int(os.environ.get("UQA_PROGRESS", int(sys.stderr.isatty()))))
+    if not ctx.enable_progress_bars:  # then each dataset's "execution finished" INFO line stands in for them
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx.print_on_execution_start = False
 
 
@@ -56,3 +63,34 @@ def _init_local(num_cpus: int | None) -> None:
                  runtime_env={"env_vars": {"RAY_ADDRESS": f"{get_node_ip_address()}:{port}"}})
     finally:
         os.environ.pop("RAY_GCS_SERVER_PORT", None)  # a later subprocess's own Ray must not reuse it
+
+
+class _WorkerConsole(logging.Filter):
+    """What a Ray Train worker's console keeps: warnings and errors, and INFO records that are neither Ray
+    Train's own (a line per report and per checkpoint, from every worker) nor, when `teed`, a print."""
+
+    def __init__(self, teed: bool) -> None:
+        super().__init__()
+        self.teed = teed
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        if f"{os.sep}ray{os.sep}train{os.sep}" in record.pathname:
+            return False
+        return not (self.teed and record.name == "root")
+
+
+def quiet_train_worker() -> None:
+    """Called first in a Ray Train worker. Ray Train patches `print` to log each line to the root logger,
+    whose console handler writes it, and also to print it when stdout is redirected (as in every Ray
+    worker): each line reached the driver twice. The console keeps the printed copy; Ray Train's log files
+    keep everything."""
+    # DeepSpeed's ZeRO calls a torch collective that torch deprecates: a two-line warning per worker and run.
+    warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
+    teed = sys.stdout is not sys.__stdout__  # the condition of Ray Train's tee (logging/patch_print.py)
+    for logger in (logging.getLogger(), logging.getLogger("ray.train")):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.addFilter(_WorkerConsole(teed))
+

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import threading
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.tune.pipeline import pipeline
 from uqa_ray.align.config import align_config
-from uqa_ray.align.train import load_aligned, train_alignment
+from uqa_ray.align.steps import load_aligned
+from uqa_ray.align.train import train_alignment
+from uqa_ray.distributed import FolderCheckpoints
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +40,16 @@ def _cfg(strategy: str, stage: int, workers: int, nan_at_step: int = 0, **over):
         "max_steps": 3, "batch_size": 6, "log_every": 1, "strategy": strategy, "llm_lr": 1e-3,
         "nan_at_step": nan_at_step,
         "scaling": {"num_workers": workers, "zero_stage": stage, "cpus_per_worker": 0.5}}, over)
+
+
+# Resumed runs: LoRA with dropout (the RNG must resume too) under ZeRO-3, the adapter alone under ZeRO-2.
+RESUME_CASES = [("lora", 3, 0), ("adapter", 2, 0)]
+
+
+def _resume_cfg(strategy: str, stage: int, workers: int = WORLD):
+    return _cfg(strategy, stage, workers, max_steps=4, lora={"dropout": 0.1},
+                scaling={"num_workers": workers, "zero_stage": stage, "cpus_per_worker": 0.5,
+                         "checkpoint_every": 2})
 
 
 def _name(case) -> str:
@@ -54,6 +69,12 @@ def _rank(rank: int, port: int, pipe: dict, out: str) -> None:
         summary = run_rank(_cfg(case[0], case[1], WORLD, case[2]), pipe["data"], pipe["enc0"], pipe["llm"],
                            Path(out) / _name(case))
         Path(out, f"{_name(case)}-rank{rank}.json").write_text(json.dumps(summary))
+    for case in RESUME_CASES:  # a run checkpointed at step 2 of 4, then started again on its checkpoints
+        sink = FolderCheckpoints(Path(out) / f"{_name(case)}-checkpoints")
+        for run in ("first", "again"):
+            summary = run_rank(_resume_cfg(*case[:2]), pipe["data"], pipe["enc0"], pipe["llm"],
+                               Path(out) / f"{_name(case)}-{run}", sink=sink)
+            Path(out, f"{_name(case)}-{run}-rank{rank}.json").write_text(json.dumps(summary))
     dist.destroy_process_group()
 
 
@@ -101,6 +122,32 @@ def test_two_ranks_compute_the_one_process_alignment(pipe, ranked, tmp_path, cas
         torch.testing.assert_close(dist_w[k], v, rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
 
 
+@pytest.mark.parametrize("case", RESUME_CASES, ids=_name)
+def test_a_restarted_group_resumes_from_its_checkpoint_with_the_uninterrupted_losses_and_weights(
+        pipe, ranked, case):
+    out = next(iter(ranked.values()))[0].parent
+    first, again = ([json.loads((out / f"{_name(case)}-{run}-rank{r}.json").read_text()) for r in range(WORLD)]
+                    for run in ("first", "again"))
+    assert first[0]["steps"] == again[0]["steps"] == 4 and "resumed_from_step" not in first[0]
+    # The second start took the step-2 checkpoint (the only one: none is written at the last step) ...
+    assert again[0]["resumed_from_step"] == again[1]["resumed_from_step"] == 2
+    root = out / f"{_name(case)}-checkpoints"
+    ckpt = root / "checkpoints" / "latest"
+    assert not ckpt.with_name("previous").exists()
+    assert [json.loads(x) for x in (root / "metrics.jsonl").read_text().splitlines()] == [{"checkpoint_step": 2}]
+    # ... which holds what trains only: no encoder weight, no frozen LLM layer (LoRA's matrices do train).
+    for f in (ckpt / "ckpt").glob("*model_states.pt"):
+        names = list(torch.load(f, weights_only=False)["module"])
+        assert names and not [n for n in names if n.startswith("encoder.") or (".layers." in n and "lora_" not in n)]
+    # ... and ended as the uninterrupted run: the same losses (the first two restored, the last two
+    # recomputed: the data order and dropout RNG resumed) and the same weights.
+    assert again[0]["loss_curve"] == pytest.approx(first[0]["loss_curve"], rel=1e-6)
+    a, b = _weights(out / f"{_name(case)}-first"), _weights(out / f"{_name(case)}-again")
+    assert set(a) == set(b) and a
+    for k, v in a.items():
+        torch.testing.assert_close(b[k], v, rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+
+
 def test_a_nan_on_one_rank_stops_every_rank_as_diverged_and_saves_nothing(ranked):
     folder, summaries = ranked[_name(("adapter", 2, 2))]
     for s in summaries:  # rank 0's loss was finite: it learned of rank 1's NaN from the all-reduce
@@ -120,6 +167,52 @@ def test_ray_train_launcher_writes_the_alignment_and_cleans_its_storage(pipe, ra
     model, _, _ = load_aligned(out, pipe["enc0"], pipe["llm"])
     assert model.strategy == "full" and (out / "llm" / "config.json").is_file()
     assert not (tmp_path / "aligned" / ".ray_train" / "x").exists()  # the checkpoint was copied, then dropped
+
+
+class WorkerKiller(threading.Thread):
+    """SIGKILLs one Ray Train worker process once two mid-run checkpoints are in the run's storage (the
+    first is then registered: a folder alone may still be on its way to Ray Train's controller)."""
+
+    def __init__(self, storage: Path):
+        super().__init__(daemon=True)
+        self.storage, self.killed, self.stop = storage, None, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            if sum((c / "ckpt").is_dir() for c in self.storage.glob("checkpoint_*")) < 2:
+                continue
+            for p in psutil.process_iter():
+                try:
+                    title = (p.cmdline() or [""])[0]
+                    if title.startswith("ray::RayTrainWorker"):
+                        p.send_signal(signal.SIGKILL)
+                        self.killed = title
+                        return
+                except psutil.Error:
+                    pass
+
+
+def test_a_killed_ray_train_worker_is_replaced_and_the_alignment_resumes_from_its_checkpoint(pipe, tmp_path):
+    """A preempted worker: Ray Train restarts the group (max_failures) and it resumes from the last mid-run
+    checkpoint; the alignment ends with the losses and weights of the same alignment in one process."""
+    over = {"max_steps": 12, "scaling": {"num_workers": WORLD, "cpus_per_worker": 0.5, "checkpoint_every": 2,
+                                         "max_failures": 1}}
+    out = tmp_path / "aligned" / "x"
+    killer = WorkerKiller(out.parent / ".ray_train" / out.name)
+    killer.start()
+    try:
+        summary = train_alignment(_cfg("lora", 2, WORLD, **over), pipe["data"], pipe["enc0"], pipe["llm"], out)
+    finally:
+        killer.stop.set()
+    assert killer.killed, "no worker was killed: the run ended before its second checkpoint was stored"
+    assert summary["status"] == "ok" and summary["steps"] == 12 and 2 <= summary["resumed_from_step"] < 12
+    over["scaling"]["num_workers"] = 0
+    one = train_alignment(_cfg("lora", 2, 0, **over), pipe["data"], pipe["enc0"], pipe["llm"], tmp_path / "one")
+    assert summary["loss_curve"] == pytest.approx(one["loss_curve"], rel=1e-5)
+    dist_w, one_w = _weights(out), _weights(tmp_path / "one")
+    assert set(dist_w) == set(one_w)
+    for k, v in one_w.items():
+        torch.testing.assert_close(dist_w[k], v, rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
 
 
 def test_a_tune_trial_trains_its_alignment_with_ray_train(pipe, tmp_path):
@@ -149,7 +242,7 @@ def test_each_rank_takes_its_part_of_every_global_batch_and_a_short_last_batch_i
 
     from uqa_ray.align.data import QuestionSplit
     from uqa_ray.align.distributed import rank_rows
-    from uqa_ray.align.train import Steps
+    from uqa_ray.align.steps import Steps
 
     rows = np.arange(7)
     parts = [rank_rows(rows, r, 3) for r in range(3)]

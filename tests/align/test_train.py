@@ -15,7 +15,8 @@ from uqa_ray.align.instruct import instruct_tiny_llm
 from uqa_ray.align.llm import TINY_INFO_FILE
 from uqa_ray.align.model import lm_loss
 from uqa_ray.align.soft_prompt import IGNORE, build_inputs, encode_chat, llm_kwargs
-from uqa_ray.align.train import load_aligned, train_alignment
+from uqa_ray.align.steps import load_aligned
+from uqa_ray.align.train import train_alignment
 from uqa_ray.config import ConfigError
 from uqa_ray.encoders.config import input_columns
 from uqa_ray.evaluate.run import evaluate

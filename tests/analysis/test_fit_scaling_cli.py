@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import fit_scaling
+from analysis import fit_scaling, scaling
 from analysis.fitting import LOGLIN, POWER
 from tests.analysis.factory import PLANTED, make_record, write_records
 
@@ -47,7 +47,7 @@ def test_paper_mode_alone(tmp_path, capsys):
 def test_seq_len_and_same_seed_same_numbers(tmp_path):
     recs = [make_record(f"L{L}", acc=60 - 200 / L ** 0.8, max_len=L, n=5000) for L in (16, 32, 64, 128, 256)]
     res = write_records(tmp_path / "r", recs)
-    docs = [fit_scaling.run_fit(res, "seq_len", n_boot=60, seed=5) for _ in range(2)]
+    docs = [scaling.run_fit(res, "seq_len", n_boot=60, seed=5) for _ in range(2)]
     assert docs[0] == docs[1]
     s = docs[0]["ours"]["series"]["overall"]
     assert docs[0]["log_base"] == 2 and s["points"]["x"] == [16, 32, 64, 128, 256]

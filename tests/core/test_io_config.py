@@ -92,7 +92,8 @@ def test_source_hash_of_single_definitions(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
 
     def write(f_body: str, g_body: str, const: int) -> None:
-        mod.write_text(f"C = {const}\n\ndef f():\n    return {f_body}\n\n\nclass K:\n    def g(self):\n        return {g_body}\n")
+        mod.write_text(f"C = {const}\n\ndef f():\n    return {f_body}\n\n\n"
+                       f"class K:\n    def g(self):\n        return {g_body}\n")
         sys.modules.pop("defmod", None)
         importlib.invalidate_caches()
 

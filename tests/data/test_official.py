@@ -45,13 +45,15 @@ def test_pretrain_only(official, tmp_path):
     c = meta["counts"]
     assert (c["train_users"], c["eval_users"], c["train_clicks"], c["eval_clicks"]) == (5, 2, 15, 6)
     for name in PRETRAIN_FILES.values():
-        assert pa.ipc.open_file(tmp_path / "data" / name).read_all().equals(pa.ipc.open_file(official / name).read_all())
+        assert pa.ipc.open_file(tmp_path / "data" / name).read_all().equals(
+            pa.ipc.open_file(official / name).read_all())
     assert json.loads((tmp_path / "data" / "meta.json").read_text()) == meta
 
 
 def test_with_align_files_and_int32(official, tmp_path):
     """The official files may use 32-bit ids: any integer type is accepted."""
-    i32 = pa.schema([pa.field(f.name, pa.list_(pa.list_(pa.int32()))) for f in PRETRAIN_SCHEMA] + [("text", pa.string())])
+    i32 = pa.schema([pa.field(f.name, pa.list_(pa.list_(pa.int32()))) for f in PRETRAIN_SCHEMA]
+                    + [("text", pa.string())])
     for split, off in (("train", 300), ("eval", 50)):
         rows = _rows(3, off)
         rows["text"] = ['[{"role":"user","content":"Q"},{"role":"assistant","content":"A"}]'] * 3
@@ -68,7 +70,8 @@ def test_bad_official_inputs(official, tmp_path):
     (official / PRETRAIN_FILES["eval"]).write_bytes(b"not arrow")
     with pytest.raises(InputError, match="pretrain_data_eval.arrow: not a readable Arrow IPC file"):
         prepare_official(official, out)
-    _write(official / PRETRAIN_FILES["eval"], pa.table(_rows(2, 0), schema=PRETRAIN_SCHEMA).drop_columns(["uni_seq_shop_id"]))
+    _write(official / PRETRAIN_FILES["eval"],
+           pa.table(_rows(2, 0), schema=PRETRAIN_SCHEMA).drop_columns(["uni_seq_shop_id"]))
     with pytest.raises(InputError, match="missing column 'uni_seq_shop_id'"):
         prepare_official(official, out)
     bad = _rows(2, 0)

@@ -111,7 +111,8 @@ def test_maps_round_trip_to_raw_log(prepared):
     root, meta, tables, users, clicks = prepared
     maps = root / "data" / "maps"
     items = pq.read_table(maps / "items.parquet").to_pandas().set_index("item")
-    attr = {a: pq.read_table(maps / f"{a}.parquet").to_pandas().set_index("id") for a in ("cate", "brand", "shop", "seller")}
+    attr = {a: pq.read_table(maps / f"{a}.parquet").to_pandas().set_index("id")
+            for a in ("cate", "brand", "shop", "seller")}
     catalog = pq.read_table(root / "raw" / "items.parquet").to_pandas().set_index("item_id")
     ref = _reference(clicks)
     tok = load_tokenizer(root / "data" / "tokenizer")

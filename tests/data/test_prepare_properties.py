@@ -106,7 +106,8 @@ def _target_edits():
         st.tuples(st.just("empty"), st.just(""), st.none())))
     truth = st.tuples(st.just("truth"), st.one_of(
         st.tuples(st.sampled_from(["drop", "retype"]), st.just("user_id"), st.just("string")),
-        st.tuples(st.just("retype"), st.sampled_from(["current_cate", "lt_top3_brand"]), st.sampled_from(["string", "double"]))))
+        st.tuples(st.just("retype"), st.sampled_from(["current_cate", "lt_top3_brand"]),
+                  st.sampled_from(["string", "double"]))))
     files = st.tuples(st.sampled_from(["clicks-file", "catalog-file", "truth-file"]),
                       st.tuples(st.just("truncate"), st.floats(0.0, 0.999)))
     whole = st.tuples(st.sampled_from(["no-shards", "no-catalog", "empty-log"]), st.none())
@@ -153,7 +154,8 @@ def _value_edits():
     clicks, empty names, unclicked items, an empty shard, no truth file), so that both outcomes are
     exercised: nulls and unknown items must fail, garbled bytes may go either way."""
     valid = st.one_of(
-        st.tuples(st.just("narrow"), st.sampled_from(CLICK_SCHEMA.names), st.sampled_from(["int32", "int16", "uint64"])),
+        st.tuples(st.just("narrow"), st.sampled_from(CLICK_SCHEMA.names),
+                  st.sampled_from(["int32", "int16", "uint64"])),
         st.tuples(st.just("repeat-clicks"), st.integers(1, 8)),
         st.tuples(st.just("no-names"), st.sampled_from(NAME_FIELDS), st.sampled_from(["null", "empty"])),
         st.tuples(st.just("unclicked-items"), st.integers(1, 3)),
@@ -322,7 +324,7 @@ def test_damaged_official_files(tmp_path_factory, train, eval_, edit, which):
     # accepted: only edits that leave a valid file (int32 ids, a huge id, an empty sequence in every
     # column at once cannot happen here, so only these two) or garbling that hit nothing checked
     assert edit[0] == "file" or edit[1][0] in ("int32", "huge-id"), edit
-    for s, t in tables.items():
+    for s in tables:
         got = ipc.open_file(str(out / PRETRAIN_FILES[s])).read_all()
         assert meta["counts"][f"{s}_users"] == got.num_rows
         for c in SEQ_COLUMNS:

@@ -101,7 +101,8 @@ def test_planted_truth_visible_in_raw_clicks(tiny):
         rb = g.brand_id.to_numpy()[-cfg.recent:][cates[-cfg.recent:] == row.current_cate]
         brand += pd.Series(rb).value_counts().index[0] == row.current_brand
         assert sum(row.phase_len) == len(g) and len(set(row.trajectory_cate)) == len(row.trajectory_cate)
-        assert row.trajectory_cate[-1] == row.current_cate and list(row.lt_top3_share) == sorted(row.lt_top3_share)[::-1]
+        assert (row.trajectory_cate[-1] == row.current_cate
+                and list(row.lt_top3_share) == sorted(row.lt_top3_share)[::-1])
     n = len(t)
     assert cur / n >= 0.9 and top3 / n >= 0.9 and traj / n >= 0.8 and brand / n >= 0.9, (cur, top3, traj, brand, n)
 

@@ -44,7 +44,8 @@ def test_cuda_matches_cpu_and_trains_in_bf16(name):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = obj(batch("cuda"))
     out["loss"].backward()
-    assert torch.isfinite(out["loss"]) and all(torch.isfinite(p.grad).all() for p in obj.parameters() if p.grad is not None)
+    assert torch.isfinite(out["loss"]) and all(torch.isfinite(p.grad).all()
+                                               for p in obj.parameters() if p.grad is not None)
 
 
 def test_cuda_chunked_ce_equals_naive_and_ranks():

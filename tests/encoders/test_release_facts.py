@@ -146,7 +146,8 @@ class RefBlock(nn.Module):
         super().__init__()
         self.h, self.p = h, p
         self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d, bias=False) for _ in range(4))
-        self.w1, self.w3, self.w2 = nn.Linear(d, f, bias=False), nn.Linear(d, f, bias=False), nn.Linear(f, d, bias=False)
+        self.w1, self.w3, self.w2 = (nn.Linear(d, f, bias=False), nn.Linear(d, f, bias=False),
+                                     nn.Linear(f, d, bias=False))
         self.attention_norm, self.ffn_norm = RefRMSNorm(d), RefRMSNorm(d)
         self.drop = nn.Dropout(p)
 
@@ -159,7 +160,8 @@ class RefBlock(nn.Module):
             z1, z2 = z.float().chunk(2, -1)
             return (z.float() * cos + torch.cat([-z2, z1], -1) * sin).type_as(z)
 
-        a = F.scaled_dot_product_attention(rot(q), rot(k), v, is_causal=True, dropout_p=self.p if self.training else 0.0)
+        a = F.scaled_dot_product_attention(rot(q), rot(k), v, is_causal=True,
+                                           dropout_p=self.p if self.training else 0.0)
         x = x + self.drop(self.wo(a.transpose(1, 2).reshape(b, t, d)))
         return x + self.drop(self.w2(F.silu(self.w1(self.ffn_norm(x))) * self.w3(self.ffn_norm(x))))
 

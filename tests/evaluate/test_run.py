@@ -9,7 +9,8 @@ import torch
 from tests.tune.pipeline import pipeline
 from uqa_ray.align.config import align_config
 from uqa_ray.align.data import QuestionSplit
-from uqa_ray.align.train import load_aligned, train_alignment
+from uqa_ray.align.steps import load_aligned
+from uqa_ray.align.train import train_alignment
 from uqa_ray.encoders.config import input_columns
 from uqa_ray.evaluate.controls import ORACLE_LAYOUT, oracle_names
 from uqa_ray.evaluate.run import evaluate, score_split
@@ -71,7 +72,8 @@ def test_every_method_gives_both_scores_and_prompt_tokens(pipe, aligned):
 
 def test_oracle_names_come_from_the_planted_truth(pipe):
     truth = pq.read_table(pipe["data"] / "truth.parquet").to_pandas().set_index("user")
-    cates = dict(zip(*pq.read_table(pipe["data"] / "maps" / "cate.parquet", columns=["id", "name"]).to_pydict().values()))
+    cates = dict(zip(*pq.read_table(pipe["data"] / "maps" / "cate.parquet",
+                                    columns=["id", "name"]).to_pydict().values()))
     user = int(QuestionSplit(pipe["data"], "eval").q["user"][0])
     names = oracle_names(pipe["data"], [user])[0]
     assert len(names) == 12

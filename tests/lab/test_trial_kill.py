@@ -61,7 +61,8 @@ class TrialKiller(threading.Thread):
             time.sleep(0.2)
 
 
-def _run(work: Path, log: Path, *sets: str, cache: Path | None = None, kill: bool = True) -> tuple[int, str, int | None]:
+def _run(work: Path, log: Path, *sets: str, cache: Path | None = None,
+         kill: bool = True) -> tuple[int, str, int | None]:
     """(exit code, output, the killed pid) of the CI preset in `work`; bench/trial_kill.py runs it too."""
     cache = cache or work.parent / "user-cache"
     killer = TrialKiller(cache)
@@ -106,6 +107,11 @@ def test_a_killed_trial_is_named_without_retries_and_retried_with_them(tmp_path)
     assert [m["trial_id"] for m in fit["ours"]["missing"]] == [tid]
     assert f"MISSING (planned, no record): {tid}" in (reports / "table5.md").read_text()
     assert "1 planned trial(s) MISSING" in out
+    # The console: a line per trial event instead of Tune's tables, and each worker line once (Ray Train's
+    # print patch used to bring every line twice).
+    assert f"[tune] FAILED {tid} after its retries" in out and "Trial status" not in out
+    epochs = [ln.split(") ", 1)[-1] for ln in out.splitlines() if "[pretrain] epoch 1 done:" in ln]
+    assert len(epochs) == len(set(epochs)) == len(ci["variants"]), epochs
 
     # The same command with the default retries: the killed trial runs again (and is killed again once).
     rc, out, killed = _run(work, tmp_path / "run1.log")
@@ -113,6 +119,7 @@ def test_a_killed_trial_is_named_without_retries_and_retried_with_them(tmp_path)
     done = _done(out)
     assert done["planned"] == done["trials"] == done["ok"] == planned and done["not_ok"] == 0
     assert "NOT OK" not in out and "INCOMPLETE" not in out
+    assert f"[tune] {tid} lost its process: running it again" in out and f"[tune] ok {tid}, " in out
     record = json.loads((work / "results" / EXPERIMENT / f"{tid}.json").read_text())
     assert record["status"] == "ok"
     assert json.loads((reports / "fit_params.json").read_text())["ours"]["missing"] == []

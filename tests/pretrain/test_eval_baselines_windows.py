@@ -16,7 +16,7 @@ from uqa_ray.data.windows import sliding_windows, window_bounds
 from uqa_ray.encoders import preset_config
 from uqa_ray.pretrain.config import PretrainConfig
 from uqa_ray.pretrain.loop import evaluate
-from uqa_ray.pretrain.metrics import hr_ndcg, popularity_ranks, recent_popular_ranks
+from uqa_ray.pretrain.metrics import popularity_ranks, recent_popular_ranks
 from uqa_ray.pretrain.objective import PretrainObjective
 from uqa_ray.pretrain.session import eval_rows
 

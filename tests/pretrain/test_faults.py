@@ -22,9 +22,9 @@ import torch
 
 from uqa_ray.cli import main as cli_main
 from uqa_ray.config import build
+from uqa_ray.distributed import CKPT_TAG, damage
 from uqa_ray.encoders import load_encoder
 from uqa_ray.pretrain.config import PretrainConfig
-from uqa_ray.pretrain.loop import CKPT_TAG
 from uqa_ray.pretrain.trainer import export_encoder, pretrain, read_meta, run_name
 
 pytestmark = pytest.mark.slow
@@ -197,23 +197,21 @@ def test_config_rejects_negative_counts(field):
 
 
 def test_damage_check_catches_truncation_and_flipped_bytes_in_own_files(tmp_path):
-    from uqa_ray.pretrain.loop import _damage
-
     tag = tmp_path / CKPT_TAG
     tag.mkdir()
     torch.save({"w": torch.arange(4096.0)}, tag / MODEL_STATES)
     for rank in (0, 1):
         torch.save({"s": torch.ones(64)}, tag / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
-    assert _damage(tmp_path, 0) is None and _damage(tmp_path, 1) is None
+    assert damage(tmp_path, 0) is None and damage(tmp_path, 1) is None
     # Flipped bytes inside a tensor would load silently as wrong weights; the zip's CRC catches them.
     data = bytearray((tag / MODEL_STATES).read_bytes())
     mid = data.index(torch.arange(4096.0)[2000:2004].numpy().tobytes())
     data[mid : mid + 8] = bytes(8)
     (tag / MODEL_STATES).write_bytes(bytes(data))
-    assert "corrupt (CRC mismatch" in _damage(tmp_path, 0)
+    assert "corrupt (CRC mismatch" in damage(tmp_path, 0)
     torch.save({"w": torch.arange(4096.0)}, tag / MODEL_STATES)
     # A rank checks only the shards it reads: rank 1's truncated shard is rank 1's finding.
     _truncate(tag / "zero_pp_rank_1_mp_rank_00_optim_states.pt")
-    assert _damage(tmp_path, 0) is None
-    assert "zero_pp_rank_1_mp_rank_00_optim_states.pt: truncated or corrupt (BadZipFile" in _damage(tmp_path, 1)
-    assert _damage(tmp_path / "nowhere", 0) == f"no {CKPT_TAG}/ folder"
+    assert damage(tmp_path, 0) is None
+    assert "zero_pp_rank_1_mp_rank_00_optim_states.pt: truncated or corrupt (BadZipFile" in damage(tmp_path, 1)
+    assert damage(tmp_path / "nowhere", 0) == f"no {CKPT_TAG}/ folder"

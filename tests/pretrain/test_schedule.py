@@ -25,7 +25,8 @@ def test_schedule_config_and_its_length():
     assert warm["type"] == "WarmupLR" and warm["params"]["warmup_num_steps"] == 5
     cos = deepspeed_config(_cfg(schedule="cosine", warmup_steps=5, min_lr_ratio=0.2), on_gpu=False, total_steps=100)
     assert cos["scheduler"]["type"] == "WarmupCosineLR"
-    assert {"total_num_steps": 100, "warmup_num_steps": 5, "cos_min_ratio": 0.2}.items() <= cos["scheduler"]["params"].items()
+    assert ({"total_num_steps": 100, "warmup_num_steps": 5, "cos_min_ratio": 0.2}.items()
+            <= cos["scheduler"]["params"].items())
     assert total_optimizer_steps(_cfg(), 30) == 60
     assert total_optimizer_steps(_cfg(grad_accum=2), 30) == 30
     assert total_optimizer_steps(build(PretrainConfig, to_over(_cfg(), max_steps=17)), 30) == 17

@@ -48,7 +48,8 @@ def train_tokenizer(folder: Path) -> None:
 
     words = [t for t, *_ in ITEMS.values()] + [n for d in (CATES, BRANDS, SHOPS, SELLERS) for n in d.values()]
     tok = ByteLevelBPETokenizer()
-    tok.train_from_iterator(words * 3 + ["A B C D 用户 浏览 商品"], vocab_size=400, min_frequency=1, show_progress=False)
+    tok.train_from_iterator(words * 3 + ["A B C D 用户 浏览 商品"], vocab_size=400, min_frequency=1,
+                            show_progress=False)
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
 

@@ -291,7 +291,8 @@ def test_align_file_is_the_encoder_input(request, fixture, max_len):
             assert row["uni_seq_cate_id"] == [[ITEMS[i][1]] for i in want]
             assert len(row["uni_seq_title_bpe_token_ids"]) == len(want)
             chat = json.loads(row["text"])
-            assert chat == [{"role": "user", "content": q.prompt_letter}, {"role": "assistant", "content": q.answer_letter}]
+            assert chat == [{"role": "user", "content": q.prompt_letter},
+                            {"role": "assistant", "content": q.answer_letter}]
             # the last max_len clicks; for IP/AP those before the held-out next click
             assert want == encoder_input(q, seq, max_len)[1]
             if q.subtask in ("IP", "AP"):

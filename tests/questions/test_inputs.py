@@ -93,7 +93,8 @@ def test_missing_users_file(folder):
 
 def test_cli_exit_codes(prepared, tmp_path, capsys):
     args = ["questions", "--data", str(prepared), "--out", str(tmp_path), "--set", "si_window=5",
-            "it_min_window=4", "popular_pool=10"] + [f"eval_counts.{s}=3" for s in ("DF", "MF", "IP", "AP", "LI", "SI", "IT")]
+            "it_min_window=4", "popular_pool=10"] + [f"eval_counts.{s}=3"
+                                                     for s in ("DF", "MF", "IP", "AP", "LI", "SI", "IT")]
     assert main(args) == 0
     assert all((tmp_path / o).exists() for o in OUTPUTS)
     assert main(["questions", "--data", str(prepared), "--set", "n_options=1"]) == 2

@@ -171,7 +171,8 @@ def _questions_edit():
 def _arrow_text_edit():
     bad = st.sampled_from([None, "not json", "{}", "[1]", '[{"role": "user", "content": 5}]',
                            '[{"role": "user", "content": "你好吗？"}, {"role": "assistant", "content": "A"}]',
-                           '[{"role": "user", "content": "用户近期最感兴趣的品类是什么？"}, {"role": "assistant", "content": ""}]'])
+                           '[{"role": "user", "content": "用户近期最感兴趣的品类是什么？"}, '
+                           '{"role": "assistant", "content": ""}]'])
     return st.one_of(st.none(), st.none(), st.tuples(st.just("text"), st.integers(0, 9), bad), file_edit())
 
 
@@ -206,7 +207,8 @@ def test_damaged_scoring_inputs(question_sets, tmp_path_factory, data, source):
     d = tmp_path_factory.mktemp("s")
     if source == "parquet":
         qpath = d / "questions_eval.parquet"
-        pq.write_table(table if q_edit is None or q_edit[0] in ("truncate", "garble") else _edit_questions(table, q_edit),
+        pq.write_table(table if q_edit is None or q_edit[0] in ("truncate", "garble")
+                       else _edit_questions(table, q_edit),
                        qpath)
     else:
         qpath = d / "align_data_eval.arrow"

@@ -19,7 +19,8 @@ def test_render_last_k_oldest_first(prepared):
         "3. 标题：牛肉干；品类：零食；品牌：良品铺子；店铺：良品铺子店",
     ]
     en = HistoryRenderer.from_folder(prepared, "en").render([5], 20)
-    assert en == "The user's last 1 clicks (oldest first):\n1. title: 哑光口红; category: 口红; brand: 兰蔻; shop: 兰蔻专柜"
+    assert en == ("The user's last 1 clicks (oldest first):\n"
+                  "1. title: 哑光口红; category: 口红; brand: 兰蔻; shop: 兰蔻专柜")
 
 
 def test_text_k_prompts_and_tokens(prepared, gen_zh, tmp_path):

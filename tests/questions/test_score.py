@@ -152,7 +152,8 @@ def test_score_cli(qset, tmp_path, capsys):
     assert main(["score", "--questions", str(path), "--predictions", str(good), "--compare", str(const)]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["a"]["overall"]["acc"] == 100.0 and res["b"]["overall"]["acc"] == pytest.approx(25.0, abs=2)
-    assert res["paired"]["overall"]["delta"] == pytest.approx(75.0, abs=2) and res["paired"]["overall"]["p_value"] < 0.01
+    assert (res["paired"]["overall"]["delta"] == pytest.approx(75.0, abs=2)
+            and res["paired"]["overall"]["p_value"] < 0.01)
     assert main(["score", "--questions", str(path), "--predictions", str(tmp_path / "none.jsonl")]) == 2
 
 

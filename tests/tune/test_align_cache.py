@@ -6,6 +6,7 @@ import json
 import threading
 import time
 
+import uqa_ray.align.steps as align_steps
 import uqa_ray.align.train as align_train
 from uqa_ray.align.config import align_config
 from uqa_ray.config import to_dict
@@ -22,7 +23,7 @@ def test_concurrent_trials_train_one_alignment(tmp_path, monkeypatch):
         time.sleep(0.5)
         out.mkdir(parents=True)
         summary = {"status": "ok", "steps": len(calls)}
-        (out / align_train.SUMMARY_FILE).write_text(json.dumps(summary))
+        (out / align_steps.SUMMARY_FILE).write_text(json.dumps(summary))
         return summary
 
     monkeypatch.setattr(align_train, "train_alignment", slow_train)

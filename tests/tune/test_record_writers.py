@@ -99,7 +99,8 @@ def test_concurrent_writers_never_overwrite_or_tear_a_record(tmp_path):
         for tid, _ in won:
             assert (exp, tid) not in winners, f"{exp}/{tid} written twice"
             winners[exp, tid] = w
-    assert {t for (e, t) in winners if e == "alpha"} == set(OVERLAP) | {f"encoder-{w}{i}" for w in "ab" for i in range(40)}
+    assert {t for (e, t) in winners if e == "alpha"} == set(OVERLAP) | {f"encoder-{w}{i}"
+                                                                        for w in "ab" for i in range(40)}
     assert {t for (e, t) in winners if e == "beta"} == set(OVERLAP)
     assert all(winners["alpha", f"encoder-{w}{i}"] == w for w in "ab" for i in range(40))
     # The overlap was really contended: each writer of alpha won some of it.

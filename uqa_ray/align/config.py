@@ -52,13 +52,16 @@ class AlignScaling:
     deepspeed: str = ""  # a DeepSpeed JSON whose keys override the generated config (offload, buckets, ...)
     storage: str = ""  # Ray Train storage (a shared folder or s3://, gs://); "" = beside the alignment cache
     # Ray Train FailureConfig: a lost worker (a preempted node) restarts the worker group, up to this many
-    # times; the alignment starts over (it is checkpointed once, at its end). 0 = fail at the first loss.
+    # times, and the group resumes from the last checkpoint. 0 = fail at the first loss.
     max_failures: int = 2
+    # Steps between mid-run checkpoints (every rank's ZeRO shard of what trains, the RNG and the step; the
+    # frozen LLM is left out); 0 = none, a restarted group starts over.
+    checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
-        if self.num_workers < 0 or self.max_failures < 0:
-            raise ValueError(f"num_workers and max_failures must be >= 0, got {self.num_workers}, "
-                             f"{self.max_failures}")
+        for name in ("num_workers", "max_failures", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.cpus_per_worker <= 0:

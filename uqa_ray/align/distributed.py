@@ -14,20 +14,23 @@ What one step is, so that N ranks compute the one-process step:
   sum * world / count (DeepSpeed averages gradients over ranks). The same all-reduce tells every rank
   whether ANY rank's loss was NaN/inf, so all stop together before a step ("diverged", nothing saved)
   instead of hanging in the next ZeRO collective. A non-finite gradient norm after the step stops too.
-- The optimiser is train.py's own AdamW with its two parameter groups (adapter/LoRA lr, the LLM's own
+- The optimiser is steps.py's AdamW with its two parameter groups (adapter/LoRA lr, the LLM's own
   weights llm_lr), handed to DeepSpeed as a client optimiser; clipping is DeepSpeed's global-norm clip.
 - ZeRO-3 partitions the LLM as it loads (transformers' HfDeepSpeedConfig makes `from_pretrained` run
   under zero.Init), so no GPU holds a 3B model whole while it trains; only saving gathers it (the
   module's weights: bf16 on GPU, ~6 GB for 3B) for rank 0 to write. bf16 on GPU with fp32 master
   weights in the optimiser, fp32 on CPU.
 
-Rank 0 writes the trained weights into a folder that it reports as the run's Ray Train checkpoint, so
-they reach the driver (the Tune trial, possibly on another node) through Ray Train's storage; the driver
-copies them into the alignment folder with train.py's layout and summary, atomically. Progress reaches
-Tune through Ray's TuneReportCallback when the trainer runs inside a trial; each Ray Train V2 report is
-a collective through a synchronisation actor (~1.9 s each on 2 CPUs against ~0.2 s for a step,
-bench/align_workers.py), hence reports every `log_every` steps only. No mid-run checkpoints: a
-failed worker fails the alignment (the trial records "failed"), and a rerun trains it again.
+Every `scaling.checkpoint_every` steps the ranks write a mid-run checkpoint (uqa_ray/distributed.py:
+each rank's ZeRO shard of what trains, without the frozen LLM; the RNG; the step and losses so far).
+When Ray Train restarts the worker group after a lost worker (`scaling.max_failures`), the group
+resumes from it: the same batches follow, so the run ends with the uninterrupted run's losses and
+weights. At the end rank 0 writes the trained weights into a folder that it reports as the run's last
+checkpoint, so they reach the driver (the Tune trial, possibly on another node) through Ray Train's
+storage; the driver copies them into the alignment folder with steps.py's layout and summary,
+atomically. Progress reaches Tune through Ray's TuneReportCallback when the trainer runs inside a
+trial; each Ray Train V2 report is a collective through a synchronisation actor (~2 s on 2 CPUs, several
+steps' time: bench/align_workers.py), hence reports every `log_every` steps only.
 """
 from __future__ import annotations
 
@@ -46,12 +49,13 @@ import torch.distributed as dist
 from uqa_ray.align.config import AlignConfig
 from uqa_ray.align.data import QuestionSplit
 from uqa_ray.align.model import DivergedError
-from uqa_ray.align.train import (Steps, _optimizer, batch_inputs, build_model, close_summary, new_summary,
+from uqa_ray.align.steps import (Steps, batch_inputs, build_model, close_summary, new_summary, optimizer,
                                  save_trained, write_alignment)
 from uqa_ray.config import build, to_dict
+from uqa_ray.distributed import CheckpointSink, RayCheckpoints, allreduce_sum, load_checkpoint, save_checkpoint
 from uqa_ray.encoders.config import input_columns
 from uqa_ray.pretrain.ds_config import engine_config, resolve_precision
-from uqa_ray.pretrain.loop import allreduce_sum
+from uqa_ray.raysetup import init_ray, quiet_train_worker
 
 SAVED = "aligned"  # rank 0's folder inside the reported checkpoint
 
@@ -85,9 +89,12 @@ def _whole(module: torch.nn.Module, stage: int):
 
 
 def run_rank(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | Path, llm_dir: str | Path,
-             save_to: Path | None = None, report: Callable[[dict], None] | None = None) -> dict[str, Any]:
+             save_to: Path | None = None, report: Callable[[dict], None] | None = None,
+             sink: CheckpointSink | None = None) -> dict[str, Any]:
     """This rank's share of the alignment (module doc) -> the run's summary (the same on every rank).
-    When the run ends ok, rank 0 writes the trained weights into `save_to` (train.save_trained layout)."""
+    When the run ends ok, rank 0 writes the trained weights into `save_to` (steps.save_trained layout).
+    With a checkpoint `sink` the run resumes from its newest loadable checkpoint and writes one every
+    `scaling.checkpoint_every` steps."""
     import deepspeed
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -110,10 +117,18 @@ def run_rank(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | Path, ll
         # matrices are made after the load, whole, and partitioned by deepspeed.initialize.)
         summary["llm_partitioned_at_load"] = all(hasattr(p, "ds_id") for n, p in model.llm.named_parameters()
                                                  if "lora_" not in n)
-        engine, *_ = deepspeed.initialize(model=model, optimizer=_optimizer(model, cfg), config=ds_cfg,
+        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer(model, cfg), config=ds_cfg,
                                           dist_init_required=False)
         columns = list(input_columns(enc_cfg.input_mode))
         max_len = min(cfg.max_len, enc_cfg.max_len)
+        resumed: dict[str, Any] = {}
+        if sink is not None:  # checkpoints hold what trains only: the frozen weights come from the load above
+            state, resumed = load_checkpoint(engine, sink, device, ("step", "losses"), "align", strict=False)
+            if state:
+                steps.resume(state)
+                if rank == 0:
+                    print(f"[align] resumed at step {steps.start} of {steps.total}", flush=True)
+        every = cfg.scaling.checkpoint_every
         engine.train()
         try:
             for epoch, rows in steps:
@@ -132,12 +147,15 @@ def run_rank(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | Path, ll
                 if norm is not None and not math.isfinite(float(norm)):
                     raise DivergedError(f"non-finite gradient norm {float(norm)}")
                 steps.done(s_loss / s_n, epoch)
+                if sink is not None and every and steps.step % every == 0 and steps.step < steps.total:
+                    save_checkpoint(engine, sink, steps.state(), {"checkpoint_step": steps.step},
+                                    exclude_frozen=True)
         except DivergedError as e:
             status, reason = "diverged", f"step {steps.step}: {e}"
     engine.eval()
     close_summary(summary, cfg, status, reason, steps, t0)
     summary.update(world=world, zero_stage=cfg.scaling.zero_stage, precision=resolve_precision("auto", on_gpu),
-                   rows_skipped=steps.skipped)
+                   rows_skipped=steps.skipped, **resumed)
     if status == "ok":
         with _whole(engine.module, cfg.scaling.zero_stage):  # a collective: every rank enters it
             if rank == 0 and save_to is not None:
@@ -152,6 +170,7 @@ def _worker(config: dict[str, Any]) -> dict[str, Any]:
     """Ray Train's train_loop_per_worker: `run_rank`, then rank 0 reports the weights as a checkpoint."""
     import ray.train
 
+    quiet_train_worker()
     cfg = build(AlignConfig, config["align"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
@@ -163,7 +182,7 @@ def _worker(config: dict[str, Any]) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="uqa-align-") as d:
         summary = run_rank(cfg, config["data_dir"], config["encoder_dir"], config["llm_dir"],
-                           Path(d) / SAVED if rank == 0 else None, progress)
+                           Path(d) / SAVED if rank == 0 else None, progress, RayCheckpoints())
         ckpt = None
         if rank == 0 and summary["status"] == "ok":
             ckpt = ray.train.Checkpoint.from_directory(d)
@@ -179,8 +198,6 @@ def train_distributed(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str |
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.trainable.trainable_fn_utils import _in_tune_session
-
-    from uqa_ray.raysetup import init_ray
 
     del report
     out_dir = Path(out_dir).resolve()
@@ -206,7 +223,8 @@ def train_distributed(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str |
                                      resources_per_worker={"CPU": s.cpus_per_worker, **s.resources_per_worker}),
         run_config=RunConfig(name=out_dir.name, storage_path=storage, callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=s.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+                             # 2: a group restarted after the final report falls back to the mid-run one
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     print(f"[align] {out_dir.name}: {s.num_workers} Ray Train workers, ZeRO-{s.zero_stage}, "
           f"strategy {cfg.strategy}", flush=True)

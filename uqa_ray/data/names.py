@@ -140,7 +140,8 @@ def category_names(n: int, pools: Pools, rng: np.random.Generator) -> list[str]:
         [
             lambda: pools.nouns,
             lambda: (m + sep + x for m in pools.modifiers for x in pools.nouns),
-            lambda: (a + sep + m + sep + x for a in pools.modifiers for m in pools.modifiers if a != m for x in pools.nouns),
+            lambda: (a + sep + m + sep + x
+                     for a in pools.modifiers for m in pools.modifiers if a != m for x in pools.nouns),
         ],
         rng,
         "category",

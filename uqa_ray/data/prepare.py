@@ -12,7 +12,6 @@ The whole output folder is written atomically: bad input leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import time
 from dataclasses import dataclass

@@ -315,7 +315,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (replaced atomically)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help=f"override SynthConfig fields: {', '.join(f.name for f in dataclasses.fields(SynthConfig))}")
+                        help="override SynthConfig fields: "
+                             f"{', '.join(f.name for f in dataclasses.fields(SynthConfig))}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,7 +23,8 @@ MARKER = "uqa_ray_tokenizer"
 DEFAULT_SYSTEM = "You are a helpful assistant."
 CHAT_TEXT = ("system", "user", "assistant", DEFAULT_SYSTEM)  # what CHAT_TEMPLATE writes besides specials
 QWEN2_PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+    r"""\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 # Qwen2-Instruct's ChatML template: a default system turn when the conversation has none.
 CHAT_TEMPLATE = (

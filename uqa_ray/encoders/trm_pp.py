@@ -81,7 +81,8 @@ class TrmPP(nn.Module):
     @classmethod
     def validate(cls, cfg: "EncoderConfig") -> None:
         if cfg.d_model % cfg.n_heads or (cfg.d_model // cfg.n_heads) % 2:
-            raise ValueError(f"trm_pp: d_model {cfg.d_model} must split into n_heads={cfg.n_heads} heads of even size (RoPE)")
+            raise ValueError(f"trm_pp: d_model {cfg.d_model} must split into n_heads={cfg.n_heads} "
+                             "heads of even size (RoPE)")
 
     def __init__(self, cfg: "EncoderConfig") -> None:
         super().__init__()

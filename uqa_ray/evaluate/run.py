@@ -129,7 +129,7 @@ def evaluate(method: str, data_dir: str | Path, llm_dir: str | Path, *, answer_f
              max_questions: int = 0, split: str = "eval", device: torch.device | None = None) -> dict[str, Any]:
     """Evaluate `method` (METHODS) on a split; returns scores, prompt_tokens, n, timings, correctness."""
     from uqa_ray.align.llm import load_llm
-    from uqa_ray.align.train import load_aligned
+    from uqa_ray.align.steps import load_aligned
     from uqa_ray.encoders.config import input_columns
     from uqa_ray.evaluate.controls import oracle_names, oracle_soft, random_like
 

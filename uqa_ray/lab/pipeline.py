@@ -123,7 +123,7 @@ def analyse(cfg: LabConfig, results: Path, reports: Path, trial_ids: list[str],
     """Fits, plots and tables from the result records only (analysis/ never sees the models): those of
     this run's trials, so that another config of the same experiment in the same workdir (ci, then
     local) does not leak into this one's report. `missing` planned trials are marked in all three."""
-    from analysis.fit_scaling import summary
+    from analysis.scaling import summary
     from analysis.records import load_records
     from analysis.report import build_report
     from analysis.tables import write_table

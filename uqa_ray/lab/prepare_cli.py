@@ -22,7 +22,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--raw", help="raw log folder: clicks/*.parquet + items.parquet (+ truth.parquet)")
     src.add_argument("--official", help="folder with the official Kaggle .arrow files (already prepared)")
     parser.add_argument("--out", required=True, help="prepared data folder (replaced atomically)")
-    parser.add_argument("--tokenizer", help="HF tokenizer folder or name (default: train one on the catalog and the prompt text)")
+    parser.add_argument("--tokenizer",
+                        help="HF tokenizer folder or name (default: train one on the catalog and the prompt text)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help=f"override PrepareConfig: {', '.join(f.name for f in dataclasses.fields(PrepareConfig))}")
 

@@ -20,6 +20,7 @@ from uqa_ray.config import ConfigError, build, load_yaml, parse_dotted
 from uqa_ray.io import EXIT_BAD_INPUT, EXIT_INCOMPLETE, InputError
 from uqa_ray.lab.config import LabConfig
 
+
 def config_path(configs: Path, name: str) -> Path:
     path = Path(name)
     return path if path.suffix in (".yaml", ".yml") else configs / f"{name}.yaml"

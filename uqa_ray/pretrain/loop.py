@@ -2,21 +2,17 @@
 
 Per epoch: next-item training over this rank's shard, then HR@k / NDCG@k of the last click of the eval
 users (full ranking, all-reduced over ranks), throughput in positions/s and, on GPU, MFU. Checkpoints
-are DeepSpeed checkpoints (every rank writes its ZeRO shard) plus each rank's RNG state and the data
-position, so a restarted run continues exactly where the last checkpoint left it; a truncated or corrupt
-latest checkpoint is skipped with a warning for the one before it. A non-finite loss on any rank stops
-every rank before the optimizer step, with no checkpoint of that state.
+(uqa_ray/distributed.py) carry the data position, so a restarted run continues exactly where the last
+checkpoint left it. A non-finite loss on any rank stops every rank before the optimizer step, with no
+checkpoint of that state.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-import re
 import signal
-import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,40 +21,20 @@ import torch.distributed as dist
 
 from uqa_ray.config import build
 from uqa_ray.data.collate import collate
+from uqa_ray.distributed import allreduce_sum, load_checkpoint, save_checkpoint
 from uqa_ray.pretrain.config import PretrainConfig
 from uqa_ray.pretrain.ds_config import deepspeed_config, resolve_precision
 from uqa_ray.pretrain.flops import flops_per_position, peak_flops
 from uqa_ray.pretrain.metrics import finalize, metric_sums, target_ranks
 from uqa_ray.pretrain.objective import PretrainObjective
 from uqa_ray.pretrain.session import RaySession, eval_rows
+from uqa_ray.raysetup import quiet_train_worker
 
-CKPT_TAG = "ckpt"
 LOOP_STATE = ("epoch", "step_in_epoch", "global_step", "history", "window")  # what a checkpoint resumes
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def allreduce_sum(values: list[float], device: torch.device) -> list[float]:
-    """Element-wise sums over all ranks (float64; the values themselves without a process group)."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
 
 
 def total_optimizer_steps(cfg: PretrainConfig, steps_per_epoch: int) -> int:
@@ -98,8 +74,8 @@ def _gathered(params: list[torch.nn.Parameter], enabled: bool):
 
 def evaluate(engine, session, cfg: PretrainConfig, enc_cfg, device: torch.device
              ) -> tuple[dict[str, float], list[list[int]]]:
-    """HR@k / NDCG@k on the last click (`eval_last` clicks) of every eval user, and the eval next-item loss over every position
-    of their sequences (`loss`, full softmax): each rank scores its stride of each batch
+    """HR@k / NDCG@k on the last click (`eval_last` clicks) of every eval user, and the eval next-item loss
+    over every position of their sequences (`loss`, full softmax): each rank scores its stride of each batch
     (`session.eval_rows`), and the sums are all-reduced. Also this rank's [eval row, rank] pairs (row =
     the user's index in the eval stream, i.e. the file order, times `eval_last`, plus j for the j-th click
     from the end), for per-user results."""
@@ -147,91 +123,6 @@ def gather_pairs(pairs: list[list[int]]) -> list[list[int]]:
     return sorted(p for part in out for p in part)
 
 
-def save_checkpoint(engine, session, state: dict[str, Any], metrics: dict[str, Any]) -> None:
-    with tempfile.TemporaryDirectory(prefix="uqa-ckpt-") as d:
-        engine.save_checkpoint(d, tag=CKPT_TAG, client_state=state)
-        rng_dir = Path(d) / "rng"
-        rng_dir.mkdir(exist_ok=True)
-        torch.save(_rng_state(), rng_dir / f"rank{session.rank}.pt")
-        session.report(metrics, Path(d))
-
-
-def _own_files(d: Path, rank: int) -> list[Path]:
-    """The torch files of a checkpoint that this rank reads: shared ones and its own ZeRO shard and RNG."""
-    mine = []
-    for f in sorted(d.rglob("*.pt")):
-        shard = re.search(r"zero_pp_rank_(\d+)_", f.name) or re.fullmatch(r"rank(\d+)\.pt", f.name)
-        if shard is None or int(shard.group(1)) == rank:
-            mine.append(f)
-    return mine
-
-
-def _damage(d: Path, rank: int) -> str | None:
-    """Why this rank cannot trust the checkpoint at `d`, or None. torch files are zip archives: a truncated
-    one has lost its central directory, and a CRC mismatch flags corrupt bytes that would otherwise load as
-    silently wrong weights. Reads only this rank's files (a shard is read anyway by the load that follows)."""
-    if not (d / CKPT_TAG).is_dir():
-        return f"no {CKPT_TAG}/ folder"
-    for f in _own_files(d, rank):
-        try:
-            with zipfile.ZipFile(f) as z:
-                bad = z.testzip()
-        except (OSError, zipfile.BadZipFile) as e:
-            return f"{f.relative_to(d)}: truncated or corrupt ({type(e).__name__}: {e})"
-        if bad is not None:
-            return f"{f.relative_to(d)}: corrupt (CRC mismatch in {bad})"
-    return None
-
-
-def _all_agree(ok: bool, device: torch.device) -> bool:
-    # Every rank must take the same checkpoint, or ranks resume at different steps and deadlock.
-    return allreduce_sum([0.0 if ok else 1.0], device)[0] == 0.0
-
-
-def _load(engine, d: Path, rank: int) -> dict[str, Any]:
-    _, client = engine.load_checkpoint(str(d), tag=CKPT_TAG)
-    if client is None:
-        raise RuntimeError(f"DeepSpeed found no tag {CKPT_TAG!r} in {d}")
-    # DeepSpeed's "client state" comes back mixed with its own metadata (param shapes, ds_config, ...), and
-    # saving that again fails (0.19: "client_state contains reserved checkpoint key"): keep the loop's keys.
-    state = {k: client[k] for k in LOOP_STATE if k in client}
-    rng = d / "rng" / f"rank{rank}.pt"
-    if rng.exists():
-        _set_rng_state(torch.load(rng, weights_only=False))
-    return state
-
-
-def load_checkpoint(engine, session, device: torch.device) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """Resume from the newest checkpoint that every rank can load, falling back from a truncated or corrupt
-    one to the one before it with a warning. Returns (loop state or None for a fresh run, facts to report)."""
-    skipped: list[str] = []
-    for where, opener in session.checkpoints():
-        with contextlib.ExitStack() as stack:
-            try:
-                d = stack.enter_context(opener())  # a remote checkpoint is downloaded here
-                error = _damage(d, session.rank)
-            except Exception as e:  # noqa: BLE001 - a checkpoint that cannot be fetched is skipped too
-                error = f"{type(e).__name__}: {e}"
-            # Agreed before DeepSpeed's load: a rank raising inside it would leave the others in a collective.
-            if _all_agree(error is None, device):
-                try:
-                    state = _load(engine, d, session.rank)
-                except Exception as e:  # noqa: BLE001 - any failure to load means: try the previous one
-                    error = f"{type(e).__name__}: {e}"
-                if _all_agree(error is None, device):
-                    info = {"resumed_from_step": state["global_step"]}
-                    if skipped:
-                        info["skipped_checkpoints"] = skipped
-                    return state, info
-        if error is not None or session.rank == 0:
-            print(f"[pretrain] WARNING: checkpoint {where} cannot be loaded (rank {session.rank}: "
-                  f"{error or 'failed on another rank'}); falling back to the previous one", flush=True)
-        skipped.append(f"{where}: {error or 'cannot be loaded on another rank'}")
-    if skipped:
-        raise RuntimeError("no checkpoint of this run can be loaded (tried newest first):\n  " + "\n  ".join(skipped))
-    return None, {}
-
-
 def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any] | None:
     """Entry point of every worker. `cfg_dict` is `to_dict(PretrainConfig)` plus `"_run"` facts from the
     driver (vocab, steps per epoch, baseline metrics). Returns None, or the facts of a non-finite loss."""
@@ -242,6 +133,8 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
     if not on_gpu:
         # Ray Train gives each CPU worker its cpus_per_worker; oversubscribing the cores is slower.
         torch.set_num_threads(max(1, int(run.get("threads", 1))))
+    if session_factory is None:
+        quiet_train_worker()
     session = session_factory(cfg) if session_factory else RaySession(cfg)
     enc_cfg = cfg.encoder_config(run["vocab"])
     engine, ds_cfg = build_engine(cfg, enc_cfg, on_gpu, total_optimizer_steps(cfg, run["steps_per_epoch"]))
@@ -249,13 +142,13 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
     fpp = flops_per_position(enc_cfg)
     peak = peak_flops(device) if on_gpu else None
 
-    state, resumed = load_checkpoint(engine, session, device)
+    state, resumed = load_checkpoint(engine, session, device, LOOP_STATE, "pretrain")
     state = state or {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": []}
     if session.rank == 0 and state["global_step"]:
         print(f"[pretrain] resumed at epoch {state['epoch'] + 1} step {state['step_in_epoch']} "
               f"(global step {state['global_step']})", flush=True)
     steps_per_epoch = run["steps_per_epoch"]
-    log_every = max(1, steps_per_epoch // 10)
+    log_every = max(1, steps_per_epoch // 4)  # a progress line every quarter epoch
 
     while state["epoch"] < cfg.optim.epochs:
         epoch = state["epoch"]

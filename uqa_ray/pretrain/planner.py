@@ -51,7 +51,8 @@ def model_state_bytes(total: int, largest: int, stage: int, gpus: int) -> float:
         from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
         return float(
-            estimate_zero3_model_states_mem_needs(total, largest, gpus, 1, cpu_offload=False, cpu_offload_params=False)[1]
+            estimate_zero3_model_states_mem_needs(total, largest, gpus, 1, cpu_offload=False,
+                                                  cpu_offload_params=False)[1]
         )
     optimizer = 12 * total / (gpus if stage == 1 else 1)
     return float(2 * total + 2 * total + optimizer)

@@ -6,19 +6,15 @@ debugging (data read straight from the Arrow file, checkpoints in a local folder
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import posixpath
-import shutil
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from uqa_ray.data.schema import PRETRAIN_FILES
 from uqa_ray.data.windows import sliding_windows
+from uqa_ray.distributed import FolderCheckpoints, RayCheckpoints
 
 
 def eval_rows(batch: pa.Table, rank: int, world: int) -> tuple[pa.Table, bool]:
@@ -29,21 +25,11 @@ def eval_rows(batch: pa.Table, rank: int, world: int) -> tuple[pa.Table, bool]:
     return (batch.take(mine), True) if len(mine) else (batch.slice(0, 1), False)
 
 
-@contextlib.contextmanager
-def _as_path(checkpoint) -> Iterator[Path]:
-    with checkpoint.as_directory() as d:  # local storage: the folder itself; remote: a downloaded copy
-        yield Path(d)
-
-
-class RaySession:
+class RaySession(RayCheckpoints):
     """Inside a Ray Train worker: dataset shards from `get_dataset_shard`, checkpoints via `report`."""
 
     def __init__(self, cfg) -> None:
-        import ray.train
-
-        self._train = ray.train
-        ctx = ray.train.get_context()
-        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        super().__init__()
         self.cfg = cfg
 
     def train_batches(self, epoch: int) -> Iterator[pa.Table]:
@@ -64,45 +50,14 @@ class RaySession:
         shard = self._train.get_dataset_shard("eval")
         return shard.iter_batches(batch_size=self.cfg.eval_batch * self.world, batch_format="pyarrow")
 
-    def checkpoints(self) -> list[tuple[str, Callable[[], ContextManager[Path]]]]:
-        """This run's checkpoints, newest first: (where it lives, opener of a local folder).
 
-        Ray Train hands a worker only the latest checkpoint; the older ones it keeps (num_to_keep) are the
-        `checkpoint_<timestamp>` siblings of that folder in the run's storage, and the timestamps sort as
-        strings. Siblings newer than the latest are partial writes Ray never registered, so they are left out.
-        """
-        from pyarrow.fs import FileSelector, FileType
-        from ray.train import Checkpoint
-
-        latest = self._train.get_checkpoint()
-        if latest is None:
-            return []
-        fs, path = latest.filesystem, latest.path.rstrip("/")
-        parent, name = posixpath.split(path)
-        older = sorted(
-            (info.path for info in fs.get_file_info(FileSelector(parent))
-             if info.type == FileType.Directory and info.base_name.startswith("checkpoint_")
-             and info.base_name < name),
-            reverse=True,
-        )
-        found = [latest] + [Checkpoint(p, filesystem=fs) for p in older]
-        return [(c.path, lambda c=c: _as_path(c)) for c in found]
-
-    def report(self, metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
-        from ray.train import Checkpoint
-
-        checkpoint = Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir is not None else None
-        self._train.report(metrics, checkpoint=checkpoint)
-
-
-class TorchrunSession:
-    """Under `torchrun` (debugging): rows read from the Arrow files, strided by rank."""
+class TorchrunSession(FolderCheckpoints):
+    """Under `torchrun` (debugging): rows read from the Arrow files, strided by rank; checkpoints and
+    metrics in `run_dir`."""
 
     def __init__(self, cfg, run_dir: Path) -> None:
-        import torch.distributed as dist
-
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.cfg, self.run_dir = cfg, run_dir
+        super().__init__(run_dir)
+        self.cfg = cfg
         self._tables = {
             split: pa.ipc.open_file(pa.memory_map(str(Path(cfg.data) / name), "r")).read_all()
             for split, name in PRETRAIN_FILES.items()
@@ -130,34 +85,3 @@ class TorchrunSession:
         step = self.cfg.eval_batch * self.world
         for s in range(0, n, step):
             yield table.slice(s, min(step, n - s))
-
-    def checkpoints(self) -> list[tuple[str, Callable[[], ContextManager[Path]]]]:
-        """`latest`, then `previous` (what `report` rotates), where they exist."""
-        root = self.run_dir / "checkpoints"
-        found = [root / n for n in ("latest", "previous") if (root / n).is_dir()]
-        return [(str(d), lambda d=d: contextlib.nullcontext(d)) for d in found]
-
-    def report(self, metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
-        import torch.distributed as dist
-
-        if self.rank == 0:
-            print(json.dumps(metrics), flush=True)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.run_dir / "metrics.jsonl", "a") as f:  # one line per report, like Ray's result log
-                f.write(json.dumps(metrics) + "\n")
-        if ckpt_dir is None:
-            return
-        # Every rank copies its own shard files into the shared folder, then rank 0 publishes it.
-        staging = self.run_dir / "checkpoints" / ".staging"
-        staging.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(ckpt_dir, staging, dirs_exist_ok=True)
-        dist.barrier()
-        if self.rank == 0:
-            latest = self.run_dir / "checkpoints" / "latest"
-            old = latest.with_name("previous")
-            if old.exists():
-                shutil.rmtree(old)
-            if latest.exists():
-                os.replace(latest, old)
-            os.replace(staging, latest)
-        dist.barrier()

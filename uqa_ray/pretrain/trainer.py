@@ -8,7 +8,9 @@ shards gathered by DeepSpeed's own zero_to_fp32) that the alignment stage loads 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import math
 import time
@@ -21,12 +23,13 @@ from uqa_ray.config import content_hash, source_hash, to_dict
 from uqa_ray.data.schema import META_FILE, PRETRAIN_FILES
 from uqa_ray.data.stream import read_sequences
 from uqa_ray.data.windows import count_windows, sliding_windows
+from uqa_ray.distributed import CKPT_TAG
 from uqa_ray.encoders.config import input_columns
 from uqa_ray.encoders.export import save_encoder
 from uqa_ray.io import InputError, say, write_json
 from uqa_ray.pretrain.baselines import heuristic_baselines
 from uqa_ray.pretrain.config import PretrainConfig
-from uqa_ray.pretrain.loop import CKPT_TAG, train_loop
+from uqa_ray.pretrain.loop import train_loop
 from uqa_ray.pretrain.objective import PretrainObjective
 
 EXPORT_DIR = "encoder"
@@ -82,7 +85,8 @@ def export_encoder(ckpt_dir: Path, cfg: PretrainConfig, enc_cfg, out: Path) -> P
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         # Gathers every rank's fp32 master partition (ZeRO-1/2/3): the exact weights, even under bf16.
-        state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=CKPT_TAG)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its progress
+            state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=CKPT_TAG)
     else:
         state = torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
     with torch.device("meta"):

@@ -80,7 +80,8 @@ def _from_parquet(path: Path, answer_format: str | None) -> QuestionSet:
     if answer_format is not None:
         fmt = [answer_format] * t.num_rows
     elif set(fmt) - {"letter", "content"}:
-        raise InputError(f"{path}: column 'answer_format' holds {sorted(set(fmt) - {'letter', 'content'}, key=str)[0]!r}"
+        raise InputError(f"{path}: column 'answer_format' holds "
+                         f"{sorted(set(fmt) - {'letter', 'content'}, key=str)[0]!r}"
                          "; expected 'letter' or 'content'")
     opt_type = t["options"].type
     if not (pa.types.is_list(opt_type) and pa.types.is_string(opt_type.value_type)):

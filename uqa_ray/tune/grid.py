@@ -45,6 +45,7 @@ from uqa_ray.config import content_hash, to_dict
 from uqa_ray.data.schema import TRUTH_FILE
 from uqa_ray.evaluate.run import METHODS, method_spec
 from uqa_ray.io import atomic_path
+from uqa_ray.tune.console import TrialLines
 from uqa_ray.tune.records import read_record, record_path, trial_id
 from uqa_ray.tune.trial import config_hash, identity
 
@@ -230,7 +231,8 @@ def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir:
             # one: trials not yet created when the experiment stops are not in its state and a restore
             # cannot see them (the fallback below runs them). Without it every trial is created up front.
             tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent or None, reuse_actors=True),
-            run_config=tune.RunConfig(name=tune_name, storage_path=str(storage), verbose=1,
+            run_config=tune.RunConfig(name=tune_name, storage_path=str(storage), verbose=0,
+                                      callbacks=[TrialLines(len(todo))],
                                       stop=StopAfter(stop_after) if stop_after else None,
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
         )

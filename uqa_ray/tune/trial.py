@@ -58,7 +58,8 @@ def config_hash(spec: dict[str, Any]) -> str:
 def ensure_aligned(spec: dict[str, Any], report: Callable[[dict], None] | None = None) -> tuple[Path, dict]:
     """The cached alignment of this spec (trained now if absent): (folder, train summary)."""
     from uqa_ray.align.config import AlignConfig
-    from uqa_ray.align.train import SUMMARY_FILE, train_alignment
+    from uqa_ray.align.steps import SUMMARY_FILE
+    from uqa_ray.align.train import train_alignment
 
     align = spec["align"]
     key = {"align": {k: v for k, v in align.items() if k not in _NOT_IDENTITY}, "encoder": spec["encoder"]["dir"],

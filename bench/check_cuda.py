@@ -1,6 +1,6 @@
-"""GPU check, NOT part of the test run (needs CUDA): the evaluation primitives on the GPU, fp32 and bf16.
+"""GPU check, not part of the test run (needs CUDA): the evaluation primitives on the GPU, fp32 and bf16.
 
-    python tests/evaluate/check_cuda.py --out cuda.json
+    python bench/check_cuda.py --out cuda.json
 
 Records, for the tiny LM on CUDA: the default dtype `load_llm` picks; batched vs batch-1 one-token
 predictions (agreement) and next-token logits / option log-likelihoods (max |difference|) in fp32 and
@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from uqa_ray.align.adapters import adapter_config, build_adapter
-from uqa_ray.align.llm import TinyLMConfig, build_tiny_llm, load_llm
-from uqa_ray.align.model import lm_loss
-from uqa_ray.align.soft_prompt import encode_chat
-from uqa_ray.evaluate.decode import greedy_one_token, next_token_logits, option_loglik
-from tests.align.tiny_lm import QUESTIONS, TINY, make_tokenizer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.align.tiny_lm
+from uqa_ray.align.adapters import adapter_config, build_adapter  # noqa: E402
+from uqa_ray.align.llm import TinyLMConfig, build_tiny_llm, load_llm  # noqa: E402
+from uqa_ray.align.model import lm_loss  # noqa: E402
+from uqa_ray.align.soft_prompt import encode_chat  # noqa: E402
+from uqa_ray.evaluate.decode import greedy_one_token, next_token_logits, option_loglik  # noqa: E402
+from tests.align.tiny_lm import QUESTIONS, TINY, make_tokenizer  # noqa: E402
 
 OPTIONS = [["手机", "耳机", "咖啡 茶叶"], ["A", "B", "C", "D"], ["猫粮 狗粮 帐篷", "运动鞋"], ["title brand shop", "x"]]
 

@@ -1,6 +1,6 @@
-"""Quick check, NOT part of the test run: can the tiny LM, frozen, be steered by an adapter-only soft prompt?
+"""Quick check, not part of the test run: can the tiny LM, frozen, be steered by an adapter-only soft prompt?
 
-    python tests/align/check_learns.py [--device cuda] [--steps-lm 600 --steps-ad 400] [--out JSON]
+    python bench/check_learns.py [--device cuda] [--steps-lm 600 --steps-ad 400] [--out JSON]
 
 Self-contained miniature of the issue-5 pipeline on planted data (no Ray): users click 20 items from 40
 one-word categories, a planted favourite takes 40% of the clicks; the question asks for the favourite
@@ -153,7 +153,7 @@ def main() -> None:
     t0 = time.time()
     llm.train()
     opt = torch.optim.AdamW(llm.parameters(), lr=args.lr_lm)
-    for step in range(args.steps_lm):
+    for _ in range(args.steps_lm):
         batch = [train[j] for j in rng.integers(len(train), size=args.batch)]
         loss = lm_loss(llm, [encode_chat(tok, chat(u, True), "prefix", "answer") for u in batch], None, 0)
         opt.zero_grad()
