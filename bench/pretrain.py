@@ -4,9 +4,11 @@
    in fp32: forward + backward + AdamW step with the chunked full-vocabulary CE, at official vocabulary
    sizes (994,447 items) and at the embedded `small` data's (5,000 items). Measured side by side with
    the same official-vocabulary step on a stand-in loss (no item softmax), so the CE's share is visible.
-2. Peak memory of the chunked CE against the naive CE at 1M items (item dim 128): each loss runs
-   forward + backward in a fresh subprocess that reports its peak RSS (ru_maxrss) and its RSS just
-   before the loss; the ratio compares the loss's own overhead (peak - before) measured in the same run.
+2. The full-vocabulary CE at 1M items (item dim 128, 512 positions): naive, chunked and fused side by
+   side in one run, each forward + backward in a fresh subprocess (`--ce-repeats` rounds, kinds
+   alternating) that reports its wall time, its peak RSS (ru_maxrss) and its RSS just before the loss;
+   memory ratios compare the losses' own overhead (peak - before), and the loss and gradients of the two
+   exact ways are compared with the naive ones (max relative error). `--ce-only` runs this part alone.
 
 3. `--gpu`: the same two questions on CUDA -> bench/results/pretrain_gpu.json: peak allocated memory of
    chunked vs naive CE at 1M items for the paper's micro-batch (4 x 512) (`ce_memory.*.overhead_mb`: the
@@ -14,6 +16,7 @@
    step's peak allocated memory (`throughput.train_peak_allocated_mb`, measured after a reset).
 
 Usage: python bench/pretrain.py [--steps 2] [--batch 2] [--mem-batch 1] [--mem-len 512] [--items 1000000]
+                                [--ce-only] [--ce-repeats 3]
        python bench/pretrain.py --gpu
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +40,9 @@ sys.path.insert(0, str(ROOT))
 from uqa_ray.data.schema import BPE_COLUMNS, ID_COLUMNS  # noqa: E402
 from uqa_ray.encoders import OFFICIAL_VOCAB, count_params, preset_config  # noqa: E402
 from uqa_ray.io import write_json  # noqa: E402
-from uqa_ray.pretrain.losses import LossConfig, chunked_cross_entropy, naive_cross_entropy  # noqa: E402
+from uqa_ray.pretrain.losses import (  # noqa: E402
+    LossConfig, chunked_cross_entropy, fused_cross_entropy, naive_cross_entropy,
+)
 from uqa_ray.pretrain.objective import PretrainObjective  # noqa: E402
 
 
@@ -98,33 +104,60 @@ def throughput(steps: int, batch: int, seq: int) -> dict:
     return out
 
 
-def memory_child(kind: str, n: int, items: int, dim: int, chunk: int) -> None:
-    """Runs in a fresh process: one forward + backward of one loss; prints JSON."""
+CE_KINDS = ("naive", "chunked", "fused")
+
+
+def memory_child(kind: str, n: int, items: int, dim: int, chunk: int, grads_to: str) -> None:
+    """Runs in a fresh process: one forward + backward of one loss; prints JSON, saves the gradients."""
     g = torch.Generator().manual_seed(0)
     h = (torch.randn(n, dim, generator=g) * 0.1).requires_grad_()
     w = (torch.randn(items, dim, generator=g) * 0.1).requires_grad_()
     t = torch.randint(0, items, (n,), generator=g)
     before = rss_mb()
     t0 = time.perf_counter()
-    loss = chunked_cross_entropy(h, w, t, chunk) if kind == "chunked" else naive_cross_entropy(h, w, t)
+    if kind == "naive":
+        loss = naive_cross_entropy(h, w, t)
+    elif kind == "chunked":
+        loss = chunked_cross_entropy(h, w, t, chunk)
+    else:
+        loss = fused_cross_entropy(h, w, t, LossConfig().max_logits)
     loss.backward()
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    torch.save({"loss": loss.detach(), "h": h.grad, "w": w.grad}, grads_to)
     print(json.dumps({"kind": kind, "loss": float(loss), "grad_h_norm": float(h.grad.norm()),
                       "rss_before_loss_mb": before, "peak_rss_mb": peak, "loss_overhead_mb": peak - before,
                       "wall_s": wall}))
 
 
-def memory(n_batch: int, seq: int, items: int, dim: int, chunk: int) -> dict:
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def memory(n_batch: int, seq: int, items: int, dim: int, chunk: int, repeats: int = 1) -> dict:
     n = n_batch * seq
-    res = {"batch": n_batch, "seq": seq, "positions": n, "items": items, "item_dim": dim, "chunk": chunk,
-           "naive_logits_mb": n * items * 4 / 2**20}
-    for kind in ("chunked", "naive"):
-        cmd = [sys.executable, __file__, "--child", kind, str(n), str(items), str(dim), str(chunk)]
-        p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        if p.returncode:
-            raise RuntimeError(f"{kind} child failed ({p.returncode}): {p.stderr[-2000:]}")
-        res[kind] = json.loads(p.stdout.strip().splitlines()[-1])
+    res: dict = {"batch": n_batch, "seq": seq, "positions": n, "items": items, "item_dim": dim, "chunk": chunk,
+                 "max_logits": LossConfig().max_logits, "naive_logits_mb": n * items * 4 / 2**20, "repeats": repeats}
+    runs: dict[str, list[dict]] = {k: [] for k in CE_KINDS}
+    with tempfile.TemporaryDirectory() as d:
+        for _ in range(repeats):  # kinds alternate, so drifting load hits all alike
+            for kind in CE_KINDS:
+                cmd = [sys.executable, __file__, "--child", kind, str(n), str(items), str(dim), str(chunk),
+                       f"{d}/{kind}.pt"]
+                p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                if p.returncode:
+                    raise RuntimeError(f"{kind} child failed ({p.returncode}): {p.stderr[-2000:]}")
+                runs[kind].append(json.loads(p.stdout.strip().splitlines()[-1]))
+        grads = {k: torch.load(f"{d}/{k}.pt") for k in CE_KINDS}
+    for kind in CE_KINDS:
+        res[kind] = {**runs[kind][-1], "wall_s": min(r["wall_s"] for r in runs[kind]),
+                     "wall_s_all": [r["wall_s"] for r in runs[kind]]}
+    for kind in ("chunked", "fused"):
+        res[kind]["vs_naive"] = {
+            "time_ratio": res[kind]["wall_s"] / res["naive"]["wall_s"],
+            "overhead_ratio": res[kind]["loss_overhead_mb"] / res["naive"]["loss_overhead_mb"],
+            **{f"{x}_max_rel_err": _rel_err(grads[kind][x], grads["naive"][x]) for x in ("loss", "h", "w")}}
+    # kept for the suite's figures (bench/suite_figures.py) and older results
     res["loss_abs_diff"] = abs(res["chunked"]["loss"] - res["naive"]["loss"])
     res["overhead_ratio_naive_over_chunked"] = res["naive"]["loss_overhead_mb"] / res["chunked"]["loss_overhead_mb"]
     res["peak_ratio_naive_over_chunked"] = res["naive"]["peak_rss_mb"] / res["chunked"]["peak_rss_mb"]
@@ -191,8 +224,8 @@ def gpu(batch: int, seq: int, items: int, steps: int) -> dict:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        kind, n, items, dim, chunk = sys.argv[2], *map(int, sys.argv[3:7])
-        memory_child(kind, n, items, dim, chunk)
+        kind, (n, items, dim, chunk), grads_to = sys.argv[2], map(int, sys.argv[3:7]), sys.argv[7]
+        memory_child(kind, n, items, dim, chunk, grads_to)
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=2)
@@ -202,6 +235,8 @@ def main() -> None:
     ap.add_argument("--mem-len", type=int, default=512)
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--chunk", type=int, default=32768)
+    ap.add_argument("--ce-repeats", type=int, default=3, help="rounds of the CE comparison (best time kept)")
+    ap.add_argument("--ce-only", action="store_true", help="the CE comparison alone -> bench/results/ce.json")
     ap.add_argument("--gpu", action="store_true", help="CUDA mode -> bench/results/pretrain_gpu.json")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -214,11 +249,13 @@ def main() -> None:
     result = {
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(), "load_avg_at_start": os.getloadavg()},
-        "memory": memory(args.mem_batch, args.mem_len, args.items, 128, args.chunk),
-        "throughput": throughput(args.steps, args.batch, args.seq),
+        "memory": memory(args.mem_batch, args.mem_len, args.items, 128, args.chunk, args.ce_repeats),
     }
+    if not args.ce_only:
+        result["throughput"] = throughput(args.steps, args.batch, args.seq)
     result["machine"]["load_avg_at_end"] = os.getloadavg()
-    write_json(args.out or ROOT / "bench" / "results" / "pretrain.json", result)
+    default = "ce.json" if args.ce_only else "pretrain.json"
+    write_json(args.out or ROOT / "bench" / "results" / default, result)
     print(json.dumps(result, indent=2))
 
 

@@ -1,4 +1,5 @@
-"""Chunked full-vocabulary CE == naive CE (value and gradients); sampled softmax; InfoNCE; objective."""
+"""Fused and chunked full-vocabulary CE == naive CE (value and gradients); sampled softmax; InfoNCE;
+objective."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from uqa_ray.data.schema import BPE_COLUMNS, ID_COLUMNS
 from uqa_ray.encoders import preset_config
 from uqa_ray.pretrain.losses import (
-    IGNORE, LossConfig, chunked_cross_entropy, info_nce, naive_cross_entropy, sampled_softmax,
+    IGNORE, LossConfig, chunked_cross_entropy, fused_cross_entropy, info_nce, naive_cross_entropy, sampled_softmax,
 )
 from uqa_ray.pretrain.objective import PretrainObjective
 
@@ -53,6 +54,70 @@ def test_chunked_gradcheck_and_edge_cases():
     torch.testing.assert_close(big, naive_cross_entropy(h.detach() * 1e3, w.detach(), t))
     with pytest.raises(ValueError, match="number of items"):
         chunked_cross_entropy(h, w, torch.full_like(t, 9), 4)
+
+
+# max_logits over 50 items: 1 row per chunk, 7 rows, every row (13) in one chunk, more than enough
+@pytest.mark.parametrize("max_logits", [1, 7 * 50, 13 * 50, 10**6])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_fused_equals_naive_value_and_grads(max_logits, dtype, tol):
+    h, w, t = data(dtype=dtype)
+    h1, w1 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    h2, w2 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    a = fused_cross_entropy(h1, w1, t, max_logits)
+    b = F.cross_entropy(h2 @ w2.T, t, ignore_index=IGNORE)
+    (a * 3.0).backward()  # a non-unit upstream gradient
+    (b * 3.0).backward()
+    torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+    torch.testing.assert_close(h1.grad, h2.grad, atol=tol, rtol=tol)
+    torch.testing.assert_close(w1.grad, w2.grad, atol=tol, rtol=tol)
+    assert h1.grad[t == IGNORE].abs().sum() == 0
+
+
+def test_fused_edge_cases():
+    h, w, t = data(n=5, v=9, d=3, dtype=torch.float64)
+    # only the inputs that need a gradient get one (a frozen table, a query without grad)
+    hq, ref_h = h.clone().requires_grad_(), h.clone().requires_grad_()
+    fused_cross_entropy(hq, w, t, 20).backward()
+    naive_cross_entropy(ref_h, w, t).backward()
+    torch.testing.assert_close(hq.grad, ref_h.grad)
+    wq = w.clone().requires_grad_()
+    ref_w = w.clone().requires_grad_()
+    fused_cross_entropy(h.detach(), wq, t, 20).backward()
+    naive_cross_entropy(h.detach(), ref_w, t).backward()
+    torch.testing.assert_close(wq.grad, ref_w.grad)
+    # no grad mode (evaluation): the loss alone
+    with torch.no_grad():
+        loss = fused_cross_entropy(hq, wq, t, 20)
+    assert not loss.requires_grad
+    torch.testing.assert_close(loss, naive_cross_entropy(h.detach(), w, t))
+    none = torch.full_like(t, IGNORE)
+    h0 = h.detach().clone().requires_grad_()
+    loss = fused_cross_entropy(h0, w, none, 20)
+    loss.backward()
+    assert loss.item() == 0 and h0.grad.abs().sum() == 0
+    big = fused_cross_entropy(h.detach() * 1e3, w, t, 20)  # the log-sum-exp must not overflow
+    torch.testing.assert_close(big, naive_cross_entropy(h.detach() * 1e3, w, t))
+    with pytest.raises(ValueError, match="number of items"):
+        fused_cross_entropy(h, w, torch.full_like(t, 9), 20)
+    # its gradients are handed on once: a second backward through the graph is refused by name
+    again = fused_cross_entropy(h.detach().clone().requires_grad_(), w, t, 20)
+    again.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="retain_graph is not supported"):
+        again.backward()
+
+
+def test_fused_bf16_inputs_accumulate_in_fp32():
+    h, w, t = data(n=40, v=300, d=16)
+    hb, wb = h.bfloat16().requires_grad_(), w.bfloat16().requires_grad_()
+    loss = fused_cross_entropy(hb, wb, t, 64 * 300)
+    loss.backward()
+    assert loss.dtype == torch.float32 and hb.grad.dtype == torch.bfloat16 and wb.grad.dtype == torch.bfloat16
+    cb, cw = hb.detach().clone().requires_grad_(), wb.detach().clone().requires_grad_()
+    naive = naive_cross_entropy(cb, cw, t)
+    naive.backward()  # the same bf16 logits and fp32 softmax; its gradient matmuls run in bf16
+    torch.testing.assert_close(loss, naive, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(hb.grad.float(), cb.grad.float(), atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(wb.grad.float(), cw.grad.float(), atol=1e-2, rtol=1e-2)
 
 
 def test_sampled_softmax_matches_its_definition():
@@ -122,12 +187,13 @@ def batch():
     return b
 
 
-@pytest.mark.parametrize("kind", ["ce", "sampled", "infonce"])
-def test_objective_predicts_the_next_item_with_the_tied_table(kind):
+@pytest.mark.parametrize("kind,ce", [("ce", "fused"), ("ce", "chunked"), ("sampled", "fused"), ("infonce", "fused")])
+def test_objective_predicts_the_next_item_with_the_tied_table(kind, ce):
     torch.manual_seed(0)
     enc = preset_config("tiny", VOCAB, d_model=16, n_heads=2, dropout=0.0)
     counts = torch.arange(30)
-    obj = PretrainObjective(enc, LossConfig(kind=kind, chunk_size=7, n_negatives=8, sampler="popularity"), counts)
+    obj = PretrainObjective(enc, LossConfig(kind=kind, ce=ce, chunk_size=7, max_logits=40, n_negatives=8,
+                                            sampler="popularity"), counts)
     b = batch()
     out = obj(b)
     assert int(out["n"]) == 5 + 2  # positions with a next click

@@ -1,9 +1,15 @@
 """Next-item losses over a large item vocabulary (UQABENCH.md section 3: full-vocabulary CE; table 3: CL).
 
-`chunked_cross_entropy` is the official objective (softmax over every item) without its memory cost:
-at 994k items one micro-batch of 4x512 positions makes ~2e9 logits (8 GB fp32), and autograd would keep
-them plus their gradient. The custom autograd Function below keeps only a running log-sum-exp in the
-forward and recomputes each chunk's logits in the backward, so peak memory is O(N * chunk), not O(N * V).
+The official objective is a softmax over every item; at 994k items one micro-batch of 4x512 positions
+makes ~2e9 logits (8 GB fp32), and autograd would keep them plus their gradient. Two exact ways without
+that memory:
+- `fused_cross_entropy` (the default): rows in chunks of `max_logits // V`; each chunk's logits over
+  every item give its loss AND its gradients in the same pass (softmax minus one-hot, as Liger's fused
+  linear cross-entropy does), so the backward only scales them: three matmul passes, as autograd's, and
+  O(rows * V + V * D) memory.
+- `chunked_cross_entropy`: items in chunks, a running log-sum-exp in the forward and each chunk's logits
+  recomputed in the backward (as Cut Cross-Entropy): O(N * chunk) memory, four matmul passes.
+BENCHMARKS.md ("Full-vocabulary CE") has both against the naive loss.
 
 `sampled_softmax` (uniform or popularity negatives with the logQ correction) and `info_nce` (in-batch
 negatives, temperature; the paper's contrastive "CL" rows) are the cheaper alternatives.
@@ -24,7 +30,9 @@ IGNORE = -100
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     kind: Literal["ce", "sampled", "infonce"] = "ce"
-    chunk_size: int = 32768  # items per chunk of the full-vocabulary CE
+    ce: Literal["fused", "chunked"] = "fused"  # how the full-vocabulary CE is computed (module doc)
+    max_logits: int = 1 << 26  # fused CE: logits held at once (its row chunk is max_logits // items rows)
+    chunk_size: int = 32768  # chunked CE: items per chunk
     n_negatives: int = 1024  # sampled softmax: negatives shared by the micro-batch
     sampler: Literal["uniform", "popularity"] = "uniform"
     temperature: float = 0.1  # InfoNCE
@@ -36,8 +44,10 @@ class LossConfig:
             raise ValueError(f"kind must be ce, sampled or infonce, got {self.kind!r}")
         if self.sampler not in ("uniform", "popularity"):
             raise ValueError(f"sampler must be uniform or popularity, got {self.sampler!r}")
-        if self.chunk_size < 1 or self.n_negatives < 1:
-            raise ValueError("chunk_size and n_negatives must be >= 1")
+        if self.ce not in ("fused", "chunked"):
+            raise ValueError(f"ce must be fused or chunked, got {self.ce!r}")
+        if self.chunk_size < 1 or self.n_negatives < 1 or self.max_logits < 1:
+            raise ValueError("chunk_size, max_logits and n_negatives must be >= 1")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
@@ -92,6 +102,94 @@ class _ChunkedCE(torch.autograd.Function):
         gh_full = torch.zeros_like(h)
         gh_full[valid] = gh.to(h.dtype)
         return gh_full, (gw.to(w.dtype) if gw is not None else None), None, None
+
+
+class _FusedCE(torch.autograd.Function):
+    """Mean over valid rows of logsumexp_v(h.W_v) - h.W_target, with its gradients made in the forward.
+
+    Per row chunk: logits in the inputs' common dtype (as `_ChunkedCE`), then in fp32 (fp64 for fp64
+    inputs) the log-sum-exp, the loss and p = softmax - one_hot(target), scaled by 1 / rows; dh = p W and
+    dW += p^T h. The backward multiplies the stored gradients by the upstream gradient, in place.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, max_logits: int,
+                need_h: bool, need_w: bool) -> torch.Tensor:
+        mm = torch.promote_types(h.dtype, w.dtype)
+        acc = torch.promote_types(mm, torch.float32)
+        valid = target >= 0
+        hv, tv = h[valid].to(mm), target[valid]
+        n = hv.shape[0]
+        rows = max(1, max_logits // w.shape[0])
+        inv = 1.0 / max(n, 1)
+        wm = w.to(mm)
+        wa = w.to(acc) if need_h else None  # w itself unless w is bf16
+        gh = torch.empty(hv.shape, device=h.device, dtype=acc) if need_h else None
+        gw = torch.zeros(w.shape, device=w.device, dtype=acc) if need_w else None
+        total = torch.zeros((), device=h.device, dtype=acc)
+        # One logits buffer for every chunk, worked in place (max, exp, sum, softmax): a fresh V-wide
+        # tensor per step costs its allocation, and log-sum-exp's own temporary would double it.
+        buf = torch.empty((min(rows, n), w.shape[0]), device=h.device, dtype=acc)
+        with torch.no_grad(), torch.autocast(h.device.type, enabled=False):
+            for s in range(0, n, rows):
+                hc, tc = hv[s : s + rows], tv[s : s + rows]
+                at = torch.arange(hc.shape[0], device=h.device)
+                logits = buf[: hc.shape[0]]
+                if mm == acc:
+                    torch.mm(hc, wm.T, out=logits)
+                else:
+                    logits.copy_(hc @ wm.T)
+                picked = logits[at, tc]
+                top = logits.amax(dim=-1, keepdim=True)
+                sums = logits.sub_(top).exp_().sum(dim=-1, keepdim=True)
+                total += (top.squeeze(-1) + sums.squeeze(-1).log() - picked).sum()
+                if gh is None and gw is None:
+                    continue
+                p = logits.div_(sums)  # the softmax
+                p[at, tc] -= 1.0
+                p.mul_(inv)
+                if gh is not None:
+                    torch.mm(p, wa, out=gh[s : s + rows])
+                if gw is not None:
+                    gw.addmm_(p.T, hc.to(acc))
+        # Held as attributes, not saved tensors: the backward hands them on (scaled in place), so autograd can
+        # take dW as W's .grad without a copy of a V x D tensor.
+        ctx.grads = (valid, gh, gw)
+        ctx.meta = (h.shape, h.dtype, w.dtype)
+        return total * inv
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        if ctx.grads is None:
+            raise RuntimeError("fused_cross_entropy: its gradients were handed on by an earlier backward "
+                               "(retain_graph is not supported)")
+        (valid, gh, gw), (h_shape, h_dtype, w_dtype) = ctx.grads, ctx.meta
+        ctx.grads = None
+        gh_full = None
+        if gh is not None:
+            gh_full = torch.zeros(h_shape, device=gh.device, dtype=h_dtype)
+            gh_full[valid] = gh.mul_(grad.to(gh.dtype)).to(h_dtype)
+        if gw is not None:
+            gw = gw.mul_(grad.to(gw.dtype)).to(w_dtype)
+        return gh_full, gw, None, None, None, None
+
+
+def fused_cross_entropy(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor,
+                        max_logits: int = 1 << 26) -> torch.Tensor:
+    """Mean full-softmax cross-entropy of h (N, D) against every row of w (V, D); rows whose target is
+    negative (IGNORE) are left out. Equals `F.cross_entropy(h @ w.T, target, ignore_index=-100)`.
+    Gradients are made in the forward only when grad mode is on and an input requires them."""
+    if not bool((target < w.shape[0]).all()):
+        raise ValueError(f"target index >= number of items {w.shape[0]}")
+    grad = torch.is_grad_enabled()
+    return _FusedCE.apply(h, w, target, max_logits, grad and h.requires_grad, grad and w.requires_grad)
+
+
+def full_cross_entropy(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    """The full-vocabulary CE the way `cfg.ce` says."""
+    if cfg.ce == "fused":
+        return fused_cross_entropy(h, w, target, cfg.max_logits)
+    return chunked_cross_entropy(h, w, target, cfg.chunk_size)
 
 
 def chunked_cross_entropy(

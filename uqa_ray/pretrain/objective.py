@@ -20,7 +20,7 @@ from uqa_ray.data.collate import eval_targets, last_item_targets, next_item_targ
 from uqa_ray.encoders.base import build_encoder
 from uqa_ray.encoders.config import EncoderConfig
 from uqa_ray.encoders.layers import io_linear
-from uqa_ray.pretrain.losses import IGNORE, LossConfig, chunked_cross_entropy, info_nce, sampled_softmax
+from uqa_ray.pretrain.losses import IGNORE, LossConfig, full_cross_entropy, info_nce, sampled_softmax
 
 
 class PretrainObjective(nn.Module):
@@ -61,7 +61,7 @@ class PretrainObjective(nn.Module):
         q, tgt = self._rows(self.head(self.encoder(batch)), batch)
         w, cfg = self.item_table(), self.loss_cfg
         if cfg.kind == "ce":
-            loss = chunked_cross_entropy(q, w, tgt, cfg.chunk_size)
+            loss = full_cross_entropy(q, w, tgt, cfg)
         elif cfg.kind == "sampled":
             step = int(self.sample_step)
             if self.training:
@@ -100,7 +100,7 @@ class PretrainObjective(nn.Module):
         if not n:
             return q.new_zeros((), dtype=torch.float32), n
         w = item_table[self.first_row:].float()
-        return chunked_cross_entropy(rows.float(), w, tgt, self.loss_cfg.chunk_size) * n, n
+        return full_cross_entropy(rows.float(), w, tgt, self.loss_cfg) * n, n
 
     @torch.no_grad()
     def score_last(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
