@@ -1,4 +1,8 @@
-"""Pretraining micro-benchmarks on CPU -> bench/results/pretrain.json.
+"""Pretraining micro-benchmarks on CPU -> bench/results/pretrain.json (the suite passes its own --out).
+
+The pretraining figures have one source: the suite's quiet run (BENCHMARKS.md, "Latest numbers"), whose
+JSON the committed bench/results/pretrain.json is a copy of; replace both together. `--ce-only` writes
+bench/results/ce.json (BENCHMARKS.md, "Full-vocabulary CE").
 
 1. Throughput (positions/s) of Trm++ at the official dims (4 layers, d 512, 4 heads, FFN 1536, seq 512)
    in fp32: forward + backward + AdamW step with the chunked full-vocabulary CE, at official vocabulary

@@ -25,6 +25,7 @@ from uqa_ray.align.config import align_config
 from uqa_ray.align.steps import load_aligned
 from uqa_ray.align.train import train_alignment
 from uqa_ray.distributed import FolderCheckpoints
+from uqa_ray.faults import Faults
 
 pytestmark = pytest.mark.slow
 
@@ -34,11 +35,10 @@ CASES = [("adapter", 2, 0), ("full", 3, 0), ("lora", 2, 0), ("adapter", 3, 0), (
          ("adapter", 2, 2)]
 
 
-def _cfg(strategy: str, stage: int, workers: int, nan_at_step: int = 0, **over):
+def _cfg(strategy: str, stage: int, workers: int, **over):
     # batch 6 over 2 ranks: 3 rows each; the loss is the mean over the tokens of all 6 rows.
     return align_config("embedded", {
         "max_steps": 3, "batch_size": 6, "log_every": 1, "strategy": strategy, "llm_lr": 1e-3,
-        "nan_at_step": nan_at_step,
         "scaling": {"num_workers": workers, "zero_stage": stage, "cpus_per_worker": 0.5}}, over)
 
 
@@ -66,8 +66,8 @@ def _rank(rank: int, port: int, pipe: dict, out: str) -> None:
     from uqa_ray.align.distributed import run_rank
 
     for case in CASES:
-        summary = run_rank(_cfg(case[0], case[1], WORLD, case[2]), pipe["data"], pipe["enc0"], pipe["llm"],
-                           Path(out) / _name(case))
+        summary = run_rank(_cfg(case[0], case[1], WORLD), pipe["data"], pipe["enc0"], pipe["llm"],
+                           Path(out) / _name(case), faults=Faults(nan_at_step=case[2]))
         Path(out, f"{_name(case)}-rank{rank}.json").write_text(json.dumps(summary))
     for case in RESUME_CASES:  # a run checkpointed at step 2 of 4, then started again on its checkpoints
         sink = FolderCheckpoints(Path(out) / f"{_name(case)}-checkpoints")

@@ -43,6 +43,12 @@ def test_collectors_read_the_committed_results(name):
         assert isinstance(f["value"], (int, float)) and math.isfinite(f["value"]) and f["value"] >= 0, f
 
 
+def test_the_committed_pretraining_result_is_the_suite_runs():
+    """One source for the pretraining figures (issue 15): the standalone JSON is the suite run's."""
+    run = json.loads((RESULTS / "suite.json").read_text())["benchmarks"]["pretrain"]
+    assert json.loads((ROOT / run["source"]).read_text()) == json.loads((RESULTS / "pretrain.json").read_text())
+
+
 def test_headline_figures_have_the_values_of_their_sources():
     pre = json.loads((RESULTS / "prepare.json").read_text())
     pt = json.loads((RESULTS / "pretrain.json").read_text())

@@ -93,10 +93,11 @@ def test_export_loads_without_ray_and_matches_checkpoint(zero2, tiny_data):
     assert h.shape[:2] == batch["mask"].shape and torch.isfinite(h).all()
 
 
-def test_worker_sigkill_resumes_to_identical_metrics(zero2, tiny_data, tmp_path):
+def test_worker_sigkill_resumes_to_identical_metrics(zero2, tiny_data, tmp_path, monkeypatch):
     # Same config and seed; rank 1 SIGKILLs itself at step 14 (after the step-10 checkpoint). Ray Train
     # restarts the worker group, which resumes from that checkpoint, data position and RNG included.
-    cfg = _cfg(tiny_data, tmp_path, zero_stage=2, fail_at_step=14, max_failures=1)
+    monkeypatch.setenv("UQA_RAY_FAULTS", '{"fail_at_step": 14}')  # uqa_ray/faults.py
+    cfg = _cfg(tiny_data, tmp_path, zero_stage=2, max_failures=1)
     assert run_name(cfg) == zero2.run_dir.name  # fault injection and retries do not change the run key
     res = pretrain(cfg)
     assert res.status == "ok"

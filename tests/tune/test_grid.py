@@ -59,13 +59,17 @@ def test_expand_orders_trials_and_hashes_only_what_changes_results(pipe, tmp_pat
     assert {config_hash(t) for t in rand} <= set(hashes)
 
 
-def test_trial_records_load_in_analysis_and_are_never_redone(pipe, tmp_path):
+def test_trial_records_load_in_analysis_and_are_never_redone(pipe, tmp_path, monkeypatch):
     spec = _spec(pipe, methods=["encoder", "no_embedding", "text20"], lrs=[3e-3],
                  encoders=[{"dir": str(pipe["enc0"]), "preset": "tiny", "loss": "ce"}])
     trials = expand(spec, pipe["data"], str(pipe["llm"]), "exp", tmp_path / "results", tmp_path / "cache")
-    diverged = {**trials[0], "align": {**trials[0]["align"], "nan_at_step": 2}}
+    diverged = {**trials[0], "align": {**trials[0]["align"], "lr": 1e-3}}  # its own trial, trained with a NaN
     failed = {**trials[0], "encoder": {**trials[0]["encoder"], "dir": str(tmp_path / "missing")}}
-    records = [execute(t) for t in trials + [diverged, failed]]
+    records = [execute(t) for t in trials]
+    with monkeypatch.context() as m:
+        m.setenv("UQA_RAY_FAULTS", '{"nan_at_step": 2}')  # uqa_ray/faults.py
+        records.append(execute(diverged))
+    records.append(execute(failed))
     assert [r["status"] for r in records] == ["ok", "ok", "ok", "diverged", "failed"]
     assert records[3]["reason"].startswith("step 2: non-finite") and records[3]["scores"] == {}
     assert "missing" in records[4]["reason"]

@@ -6,18 +6,11 @@ Presets are a table of overrides of the defaults:
             the official one-token rule, Mean-Pool with 1 soft token placed before the whole chat
             (`prefix`), the release's label masking, adapter only, AdamW lr 1e-4, betas (0.9, 0.98),
             grad clip 1.5, 3 epochs, batch 4 (per GPU in the release, x 8 GPUs).
-  embedded  the tiny default LM (align/llm.py, taught the task by align/instruct.py). Measured in
-            issue 5 on a 2-layer, 128-wide Qwen2: trained on letter answers it stayed at chance (one
-            constant letter) for 2,800 steps, while CONTENT answers scored by option likelihood
-            reached 88-92% from a text history; with that LM frozen, adapter-only soft prompts made of
-            8 order-preserving Mean-Pool tokens reached 78% in 80 s where one plain mean stopped at
-            50-62%, and soft tokens standing where the text history would stand (`user_turn`) beat the
-            official prefix place (78 vs 66). So: content answers, `answer` labels (the answer and its
-            closing delimiter), Mean-Pool 8 tokens in the user turn, a larger lr and batch for a short
-            CPU run. Both scorers are still computed and reported for every preset.
-            On the `small` data with a Trm++ encoder, Mean-Pool (8 chunk means) stayed at the
-            no-embedding floor (43.8 vs 42.4); the `mlp` adapter (adapters/mlp.py: the last 8 encoder
-            states through a GELU MLP) reached 48.0, so it is this preset's adapter.
+  embedded  the tiny default LM (align/llm.py, taught the task by align/instruct.py), where letter
+            answers stay at chance: CONTENT answers scored by option likelihood, `answer` labels, the
+            `mlp` adapter's 8 soft tokens in the user turn, a larger lr and batch for a short CPU run
+            (the measurements behind each choice: docs/decisions.md). Both scorers are still computed
+            and reported for every preset.
 
 `adapter_overrides` maps an adapter name to its config overrides (enc_dim and llm_dim always come from
 the encoder and the LLM), so a preset can size every adapter and a grid can vary `adapter` alone.
@@ -92,8 +85,6 @@ class AlignConfig:
     threads: int = 0  # torch intra-op threads in this process; 0 = leave as is
     seed: int = 0
     scaling: AlignScaling = AlignScaling()
-    # fault injection (tests): a NaN at this step (the adapter poisoned; distributed: the last rank's loss)
-    nan_at_step: int = 0
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.llm_lr <= 0:
@@ -105,7 +96,7 @@ class AlignConfig:
         for name in ("epochs", "batch_size", "max_len", "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "threads", "seed", "nan_at_step", "eval_batch_tokens"):
+        for name in ("max_steps", "threads", "seed", "eval_batch_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         unknown = sorted(set(self.adapter_overrides) - set(ADAPTER_NAMES))

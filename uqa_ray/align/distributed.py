@@ -29,12 +29,13 @@ weights. At the end rank 0 writes the trained weights into a folder that it repo
 checkpoint, so they reach the driver (the Tune trial, possibly on another node) through Ray Train's
 storage; the driver copies them into the alignment folder with steps.py's layout and summary,
 atomically. Progress reaches Tune through Ray's TuneReportCallback when the trainer runs inside a
-trial; each Ray Train V2 report is a collective through a synchronisation actor (~2 s on 2 CPUs, several
-steps' time: bench/align_workers.py), hence reports every `log_every` steps only.
+trial; each Ray Train V2 report is a collective through a synchronisation actor that costs several steps'
+time (docs/decisions.md), hence reports every `log_every` steps only.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -54,6 +55,7 @@ from uqa_ray.align.steps import (Steps, batch_inputs, build_model, close_summary
 from uqa_ray.config import build, to_dict
 from uqa_ray.distributed import CheckpointSink, RayCheckpoints, allreduce_sum, load_checkpoint, save_checkpoint
 from uqa_ray.encoders.config import input_columns
+from uqa_ray.faults import Faults, armed
 from uqa_ray.pretrain.ds_config import engine_config, resolve_precision
 from uqa_ray.raysetup import init_ray, quiet_train_worker
 
@@ -90,11 +92,11 @@ def _whole(module: torch.nn.Module, stage: int):
 
 def run_rank(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | Path, llm_dir: str | Path,
              save_to: Path | None = None, report: Callable[[dict], None] | None = None,
-             sink: CheckpointSink | None = None) -> dict[str, Any]:
+             sink: CheckpointSink | None = None, faults: Faults = Faults()) -> dict[str, Any]:
     """This rank's share of the alignment (module doc) -> the run's summary (the same on every rank).
     When the run ends ok, rank 0 writes the trained weights into `save_to` (steps.save_trained layout).
     With a checkpoint `sink` the run resumes from its newest loadable checkpoint and writes one every
-    `scaling.checkpoint_every` steps."""
+    `scaling.checkpoint_every` steps. `faults`: uqa_ray/faults.py."""
     import deepspeed
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -134,8 +136,7 @@ def run_rank(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | Path, ll
             for epoch, rows in steps:
                 mine = rank_rows(rows, rank, world)
                 loss_sum, n = engine(batch_inputs(data, mine, tok, cfg, columns, max_len), terms=True)
-                if steps.step == cfg.nan_at_step and rank == world - 1:
-                    loss_sum = loss_sum * float("nan")  # one rank only: the all-reduce must spread it
+                loss_sum = faults.poison(loss_sum, steps.step, rank, world)
                 local = loss_sum.item()
                 finite = math.isfinite(local)
                 s_loss, s_n, bad = allreduce_sum([local if finite else 0.0, float(n), 0.0 if finite else 1.0], device)
@@ -182,7 +183,8 @@ def _worker(config: dict[str, Any]) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="uqa-align-") as d:
         summary = run_rank(cfg, config["data_dir"], config["encoder_dir"], config["llm_dir"],
-                           Path(d) / SAVED if rank == 0 else None, progress, RayCheckpoints())
+                           Path(d) / SAVED if rank == 0 else None, progress, RayCheckpoints(),
+                           armed(config["faults"]))
         ckpt = None
         if rank == 0 and summary["status"] == "ok":
             ckpt = ray.train.Checkpoint.from_directory(d)
@@ -218,7 +220,7 @@ def train_distributed(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str |
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"align": to_dict(cfg), "data_dir": str(data_dir), "encoder_dir": str(encoder_dir),
-                           "llm_dir": str(llm_dir)},
+                           "llm_dir": str(llm_dir), "faults": dataclasses.asdict(armed())},
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                      resources_per_worker={"CPU": s.cpus_per_worker, **s.resources_per_worker}),
         run_config=RunConfig(name=out_dir.name, storage_path=storage, callbacks=callbacks,

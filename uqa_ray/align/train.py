@@ -28,6 +28,7 @@ from uqa_ray.align.model import DivergedError
 from uqa_ray.align.steps import (Steps, batch_inputs, build_model, close_summary, new_summary, optimizer,
                                  save_trained, write_alignment)
 from uqa_ray.encoders.config import input_columns
+from uqa_ray.faults import armed
 
 
 def train_alignment(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | Path, llm_dir: str | Path,
@@ -36,6 +37,7 @@ def train_alignment(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | P
     if cfg.scaling.num_workers:
         return train_distributed(cfg, data_dir, encoder_dir, llm_dir, out_dir, report)
     t0 = time.perf_counter()
+    faults = armed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = QuestionSplit(data_dir, "train")
@@ -50,10 +52,7 @@ def train_alignment(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | P
         model.train()
         try:
             for epoch, rows in steps:
-                if steps.step == cfg.nan_at_step:
-                    with torch.no_grad():  # fault injection: a poisoned weight, as a real blow-up
-                        next(model.adapter.parameters()).fill_(float("nan"))
-                loss = model(batch_inputs(data, rows, tok, cfg, columns, max_len))
+                loss = faults.poison(model(batch_inputs(data, rows, tok, cfg, columns, max_len)), steps.step, 0, 1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(model.trainable_parameters(),

@@ -89,8 +89,6 @@ class PretrainConfig:
     seed: int = 0
     name: str = ""  # run name under `storage`; "" = derived from the config hash
     storage: str = "runs/pretrain"
-    fail_at_step: int = 0  # fault injection for tests: rank 1 SIGKILLs itself once at this step
-    nan_at_step: int = 0  # fault injection for tests: the last rank's loss is NaN at this global step
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -99,8 +97,7 @@ class PretrainConfig:
             raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.max_len < 2:
             raise ValueError(f"max_len must be >= 2 (one input and one target), got {self.max_len}")
-        for name in ("checkpoint_every", "eval_users", "max_steps", "max_failures", "seed", "shuffle_buffer",
-                     "fail_at_step", "nan_at_step"):
+        for name in ("checkpoint_every", "eval_users", "max_steps", "max_failures", "seed", "shuffle_buffer"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.eval_batch < 1 or self.eval_last < 1:

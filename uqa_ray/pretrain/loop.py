@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +19,7 @@ import torch.distributed as dist
 from uqa_ray.config import build
 from uqa_ray.data.collate import collate
 from uqa_ray.distributed import allreduce_sum, load_checkpoint, save_checkpoint
+from uqa_ray.faults import armed
 from uqa_ray.pretrain.config import PretrainConfig
 from uqa_ray.pretrain.ds_config import deepspeed_config, resolve_precision
 from uqa_ray.pretrain.flops import flops_per_position, peak_flops
@@ -136,6 +134,7 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
     if session_factory is None:
         quiet_train_worker()
     session = session_factory(cfg) if session_factory else RaySession(cfg)
+    faults = armed(run.get("faults", {}))  # uqa_ray/faults.py (tests only)
     enc_cfg = cfg.encoder_config(run["vocab"])
     engine, ds_cfg = build_engine(cfg, enc_cfg, on_gpu, total_optimizer_steps(cfg, run["steps_per_epoch"]))
     precision = resolve_precision(cfg.precision, on_gpu)
@@ -158,16 +157,10 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
         for i, batch in enumerate(session.train_batches(epoch)):
             if i < state["step_in_epoch"]:
                 continue  # the data position of a resumed run: these batches were trained already
-            if cfg.fail_at_step and state["global_step"] == cfg.fail_at_step and session.rank == 1:
-                marker = Path(run["run_dir"]) / f".failed-at-{cfg.fail_at_step}"
-                if not marker.exists():
-                    marker.parent.mkdir(parents=True, exist_ok=True)
-                    marker.touch()
-                    os.kill(os.getpid(), signal.SIGKILL)  # a real process death, not an exception
+            faults.maybe_die(state["global_step"], session.rank, run["run_dir"])
             out = engine(_to_device(collate(batch, enc_cfg.max_len), device))
             loss, n = out["loss"], float(out["n"])
-            if cfg.nan_at_step and state["global_step"] == cfg.nan_at_step and session.rank == session.world - 1:
-                loss = loss * float("nan")  # one rank only: the all-reduce below must spread the news
+            loss = faults.poison(loss, state["global_step"], session.rank, session.world)
             finite = math.isfinite(loss.item())
             # One small all-reduce per step: every rank must learn that ANY rank diverged, or the
             # others would block in the next ZeRO collective.

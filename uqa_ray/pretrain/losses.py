@@ -9,7 +9,7 @@ that memory:
   O(rows * V + V * D) memory.
 - `chunked_cross_entropy`: items in chunks, a running log-sum-exp in the forward and each chunk's logits
   recomputed in the backward (as Cut Cross-Entropy): O(N * chunk) memory, four matmul passes.
-BENCHMARKS.md ("Full-vocabulary CE") has both against the naive loss.
+docs/decisions.md and BENCHMARKS.md ("Full-vocabulary CE") have both against the naive loss.
 
 `sampled_softmax` (uniform or popularity negatives with the logQ correction) and `info_nce` (in-batch
 negatives, temperature; the paper's contrastive "CL" rows) are the cheaper alternatives.

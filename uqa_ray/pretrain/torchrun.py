@@ -8,6 +8,7 @@ Data comes straight from the Arrow files (rows strided by rank), checkpoints go 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch.distributed as dist
 from uqa_ray.config import to_dict
 from uqa_ray.data.schema import PRETRAIN_FILES
 from uqa_ray.data.stream import arrow_file_info
+from uqa_ray.faults import armed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(cfg.storage).resolve() / run_name(cfg)
     steps = (n_train // dist.get_world_size()) // cfg.optim.micro_batch
     loop_cfg = {**to_dict(cfg), "_run": {"vocab": vocab, "steps_per_epoch": steps, "run_dir": str(run_dir),
-                                         "threads": torch.get_num_threads()}}
+                                         "threads": torch.get_num_threads(), "faults": dataclasses.asdict(armed())}}
     stopped = train_loop(loop_cfg, session_factory=lambda c: TorchrunSession(c, run_dir))
     dist.destroy_process_group()
     if stopped:  # a non-finite loss: the checkpoints in run_dir are the last good ones

@@ -26,6 +26,7 @@ from uqa_ray.data.windows import count_windows, sliding_windows
 from uqa_ray.distributed import CKPT_TAG
 from uqa_ray.encoders.config import input_columns
 from uqa_ray.encoders.export import save_encoder
+from uqa_ray.faults import armed
 from uqa_ray.io import InputError, say, write_json
 from uqa_ray.pretrain.baselines import heuristic_baselines
 from uqa_ray.pretrain.config import PretrainConfig
@@ -61,8 +62,7 @@ def run_name(cfg: PretrainConfig) -> str:
     # Keyed by everything that changes the weights (not by scaling or storage), so a rerun resumes: the
     # config, and the code of the packages that build, feed and train the model (`WEIGHTS_CODE`), so a
     # code change never silently reuses a run that older code finished.
-    key = dataclasses.replace(cfg, scaling=type(cfg.scaling)(), name="", storage="", max_failures=0, fail_at_step=0,
-                              nan_at_step=0)
+    key = dataclasses.replace(cfg, scaling=type(cfg.scaling)(), name="", storage="", max_failures=0)
     key_hash = content_hash(key, source_hash(*WEIGHTS_CODE))
     return cfg.name or f"{cfg.preset}-L{cfg.max_len}-{cfg.input_mode}-{cfg.loss.kind}-{key_hash}"
 
@@ -186,7 +186,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     loop_cfg = {
         **to_dict(cfg),
         "_run": {"vocab": vocab, "steps_per_epoch": steps_per_epoch, "baselines": baselines,
-                 "run_dir": str(run_dir), "threads": threads},
+                 "run_dir": str(run_dir), "threads": threads, "faults": dataclasses.asdict(armed())},
     }
     resources = {"CPU": _cpus_per_worker(cfg), **cfg.scaling.resources_per_worker}
     trainer = TorchTrainer(

@@ -1,19 +1,12 @@
 """MLP adapter: the encoder's LAST states, each through a two-layer GELU MLP, one soft token per state.
 
-Not in the paper or the release: our own adapter, measured in issue 5 on `small` with the embedded tiny
-LM frozen (adapter only, one epoch, 1,376 eval questions, option likelihood). Why each part:
-  * Last states, not a mean. The encoders are causal and trained to predict the next click from the
-    state at t, so the state at t describes the user up to t; a linear probe of the exported Trm++ reads
-    the last click's category from the last state at 96.6% on eval users, but only at 47-48% from the
-    mean over all states or from 8 chunk means. The last `n_tokens` states, oldest first, are what
-    recency questions (SI, IP, AP, the last-k DF) need, the way a Text-k history ends with recent clicks.
-  * An MLP, not one linear layer (the LLaVA-1.5 projector, `mlp2x_gelu`). The frozen LM reads a soft
-    token the way it reads the mean of a name's token embeddings (the oracle control: 51.0 on `small`,
-    bench/results/controls-20261127), so the adapter must turn "category c" into something like c's
-    embedding: a selection, which a linear map of the state can only blur. Measured: linear on the 8
-    chunk means 43.8, linear on the last 8 states 44.5, a 16-query Q-Former 42.7, linear with soft
-    tokens rescaled to the word-embedding norm 43.5, this MLP on the last 8 states 48.0 [45.4, 50.8],
-    against no embedding 42.4 [39.8, 45.1].
+Not in the paper or the release: our own adapter (the evidence: docs/decisions.md).
+  * Last states, not a mean: the encoders are causal and trained to predict the next click from the
+    state at t, so the state at t describes the user up to t; the last `n_tokens` states, oldest first,
+    are what recency questions need, the way a Text-k history ends with recent clicks.
+  * An MLP, not one linear layer (the LLaVA-1.5 projector, `mlp2x_gelu`): the frozen LM reads a soft
+    token the way it reads the mean of a name's token embeddings, so the adapter must turn "category c"
+    into something like c's embedding, a selection that a linear map of the state can only blur.
 With fewer valid clicks than tokens the oldest click's state repeats, so no token is empty.
 """
 from __future__ import annotations
