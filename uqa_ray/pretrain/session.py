@@ -11,6 +11,7 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from uqa_ray.data.schema import PRETRAIN_FILES
 from uqa_ray.data.windows import sliding_windows
@@ -42,6 +43,9 @@ class RaySession(RayCheckpoints):
             drop_last=True,  # every rank takes the same number of steps (ZeRO collectives)
             local_shuffle_buffer_size=self.cfg.shuffle_buffer or None,
             local_shuffle_seed=self.cfg.seed * 10_007 + epoch if self.cfg.shuffle_buffer else None,
+            # On a GPU the prefetch thread overlaps feeding with compute; on CPU it only takes cores from
+            # the step's own threads (bench/train_overhead.py, docs/decisions.md).
+            prefetch_batches=1 if torch.cuda.is_available() else 0,
         )
 
     def eval_batches(self) -> Iterator[pa.Table]:
