@@ -10,8 +10,8 @@ import warnings
 def configure_data_context() -> None:
     """Ray Data settings used by every stage.
 
-    The pull-based sort shuffle is ~5x faster than the default hash shuffle for our group-by on a
-    2-core machine (15 s vs 77 s measured on the `small` preset), and it scales out as well.
+    The pull-based sort shuffle rather than the default hash shuffle for our group-by: faster here and it
+    scales out as well (docs/decisions.md).
     """
     import ray.data
 

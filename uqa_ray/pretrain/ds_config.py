@@ -73,7 +73,7 @@ def deepspeed_config(cfg, on_gpu: bool, total_steps: int = 0) -> dict[str, Any]:
                 "betas": list(o.betas),
                 "eps": o.eps,
                 "weight_decay": o.weight_decay,
-                # On CPU use torch's AdamW: DeepSpeed's FusedAdam would JIT-build a CUDA/CPU op (~100 s).
+                # On CPU use torch's AdamW: DeepSpeed's FusedAdam would JIT-build a CUDA/CPU op first.
                 **({} if on_gpu else {"torch_adam": True}),
             },
         },

@@ -67,7 +67,7 @@ def ensure_aligned(spec: dict[str, Any], report: Callable[[dict], None] | None =
     out = Path(spec["cache_dir"]) / "aligned" / content_hash(key)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Tune starts `encoder` and its `random` control at once; without the lock both trained the same
-    # alignment (~750 s each on `small`). The second now waits and reuses it. flock is released by the
+    # alignment. The second now waits and reuses it. flock is released by the
     # kernel when its holder dies, so a killed trial never leaves the others waiting.
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         try:
