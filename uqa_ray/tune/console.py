@@ -11,13 +11,12 @@ from typing import Any
 
 from ray import tune
 
-from uqa_ray.tune.records import trial_id
-from uqa_ray.tune.trial import config_hash
+from uqa_ray.tune.trial import spec_id
 
 
 def _name(trial: Any) -> str:
     spec = (trial.config or {}).get("trial", {})
-    return trial_id(spec["method"], config_hash(spec)) if "method" in spec else str(trial)
+    return spec_id(spec) if "method" in spec else str(trial)
 
 
 class TrialLines(tune.Callback):

@@ -46,8 +46,8 @@ from uqa_ray.data.schema import TRUTH_FILE
 from uqa_ray.evaluate.run import METHODS, method_spec
 from uqa_ray.io import atomic_path
 from uqa_ray.tune.console import TrialLines
-from uqa_ray.tune.records import read_record, record_path, trial_id
-from uqa_ray.tune.trial import config_hash, identity
+from uqa_ray.tune.records import read_record, record_path
+from uqa_ray.tune.trial import identity, spec_id
 
 SEED_FREE = ("no_embedding", "oracle", "text20", "text50")
 
@@ -208,7 +208,7 @@ def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir:
     storage = Path(storage).resolve()
     llm_dir = resolve_llm(spec, data_dir, storage)
     trials = expand(spec, data_dir, llm_dir, experiment, results_dir, storage)
-    ids = [trial_id(t["method"], config_hash(t)) for t in trials]
+    ids = [spec_id(t) for t in trials]
     paths = [record_path(t["results_dir"], experiment, i) for t, i in zip(trials, ids)]
     name = f"{experiment}-{content_hash(ids)}"
     init_ray()
@@ -219,7 +219,7 @@ def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir:
     def fit(tuner: tune.Tuner) -> None:
         for res in tuner.fit():
             if res.error is not None and "trial" in (res.config or {}):
-                tid = trial_id(res.config["trial"]["method"], config_hash(res.config["trial"]))
+                tid = spec_id(res.config["trial"])
                 first = (str(res.error).strip().splitlines() or [""])[0][:300]  # the rest: error.txt in the log folder
                 errors[tid] = (f"{type(res.error).__name__}: {first}", str(res.path))
 
@@ -245,7 +245,7 @@ def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir:
         fit(tune.Tuner.restore(str(storage / name), trainable, resume_unfinished=True))
         todo = [t for t, p in zip(trials, paths) if not p.is_file()]
         if todo:
-            todo_ids = [trial_id(t["method"], config_hash(t)) for t in todo]
+            todo_ids = [spec_id(t) for t in todo]
             rest = f"{name}-rest-{content_hash(todo_ids, spec.max_failures)}"
             if tune.Tuner.can_restore(storage / rest):
                 fit(tune.Tuner.restore(str(storage / rest), trainable, resume_unfinished=True, restart_errored=True))

@@ -55,6 +55,11 @@ def config_hash(spec: dict[str, Any]) -> str:
     return content_hash(identity(spec))
 
 
+def spec_id(spec: dict[str, Any]) -> str:
+    """The trial id (and record name) of a trial spec."""
+    return trial_id(spec["method"], config_hash(spec))
+
+
 def ensure_aligned(spec: dict[str, Any], report: Callable[[dict], None] | None = None) -> tuple[Path, dict]:
     """The cached alignment of this spec (trained now if absent): (folder, train summary)."""
     from uqa_ray.align.config import AlignConfig
