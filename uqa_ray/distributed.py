@@ -70,7 +70,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(engine, sink: CheckpointSink, state: dict[str, Any], metrics: dict[str, Any],
                     exclude_frozen: bool = False) -> None:
     """Every rank: its DeepSpeed shard, its RNG state and the loop's `state`, reported with `metrics`.
-    `exclude_frozen` leaves out frozen weights (an aligned LLM that does not train: ~6 GB at 3B in bf16)."""
+    `exclude_frozen` leaves out frozen weights (an LLM that the alignment does not train)."""
     with tempfile.TemporaryDirectory(prefix="uqa-ckpt-") as d:
         engine.save_checkpoint(d, tag=CKPT_TAG, client_state=state, exclude_frozen_parameters=exclude_frozen)
         rng_dir = Path(d) / "rng"
@@ -121,9 +121,9 @@ def _load(engine, d: Path, rank: int, keys: tuple[str, ...], strict: bool) -> di
 def load_checkpoint(engine, sink: CheckpointSink, device: torch.device, keys: tuple[str, ...], label: str,
                     strict: bool = True) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Resume from the newest checkpoint that every rank can load (module doc). Returns (the loop's `keys`
-    of the checkpoint, or None for a fresh run; facts to report: `resumed_from` = the checkpoint's `step`
-    or `global_step`, and the checkpoints skipped). `strict` False for checkpoints saved without frozen
-    weights. `label` prefixes the warnings."""
+    of the checkpoint, or None for a fresh run; facts to report: `resumed_from_step` = the checkpoint's
+    value of `keys[0]`, the loop's step counter, and the checkpoints skipped). `strict` False for
+    checkpoints saved without frozen weights. `label` prefixes the warnings."""
     skipped: list[str] = []
     for where, opener in sink.checkpoints():
         with contextlib.ExitStack() as stack:
@@ -139,7 +139,7 @@ def load_checkpoint(engine, sink: CheckpointSink, device: torch.device, keys: tu
                 except Exception as e:  # noqa: BLE001 - any failure to load means: try the previous one
                     error = f"{type(e).__name__}: {e}"
                 if all_agree(error is None, device):
-                    info = {"resumed_from_step": state.get("global_step", state.get("step"))}
+                    info = {"resumed_from_step": state[keys[0]]}
                     if skipped:
                         info["skipped_checkpoints"] = skipped
                     return state, info

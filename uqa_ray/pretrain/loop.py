@@ -28,7 +28,7 @@ from uqa_ray.pretrain.objective import PretrainObjective
 from uqa_ray.pretrain.session import RaySession, eval_rows
 from uqa_ray.raysetup import quiet_train_worker
 
-LOOP_STATE = ("epoch", "step_in_epoch", "global_step", "history", "window")  # what a checkpoint resumes
+LOOP_STATE = ("global_step", "epoch", "step_in_epoch", "history", "window")  # what a checkpoint resumes
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
