@@ -23,7 +23,7 @@ ENV = "UQA_RAY_FAULTS"
 @dataclasses.dataclass(frozen=True)
 class Faults:
     fail_at_step: int = 0  # pretraining: rank 1 SIGKILLs itself once when it reaches this global step
-    nan_at_step: int = 0  # pretraining and alignment: the last rank's loss is NaN at this step
+    nan_at_step: int = 0  # a NaN at this step: the last rank's loss, or in one process a weight (poison_weights)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -35,6 +35,12 @@ class Faults:
         if self.nan_at_step and step == self.nan_at_step and rank == world - 1:
             return loss * float("nan")
         return loss
+
+    def poison_weights(self, module: torch.nn.Module, step: int) -> None:
+        """One process: a NaN weight of `module` at `nan_at_step`, as a real blow-up (the loss check sees it)."""
+        if self.nan_at_step and step == self.nan_at_step:
+            with torch.no_grad():
+                next(module.parameters()).fill_(float("nan"))
 
     def maybe_die(self, step: int, rank: int, marker_dir: str | Path) -> None:
         """A real process death (SIGKILL, not an exception) of rank 1 at `fail_at_step`, once: a marker

@@ -112,7 +112,7 @@ def test_nan_loss_is_diverged_with_its_step_and_saves_no_weights(pipe, tmp_path,
     monkeypatch.setenv("UQA_RAY_FAULTS", '{"nan_at_step": 3}')  # uqa_ray/faults.py
     summary = train_alignment(_cfg(), pipe["data"], pipe["enc0"], pipe["llm"], tmp_path / "d")
     assert summary["status"] == "diverged" and summary["steps"] == 3
-    assert summary["reason"].startswith("step 3: non-finite")
+    assert summary["reason"].startswith("step 3: non-finite training loss")
     assert not (tmp_path / "d" / "adapter").exists()
     assert json.loads((tmp_path / "d" / "train.json").read_text())["status"] == "diverged"
     with pytest.raises(ValueError, match="diverged"):

@@ -25,6 +25,11 @@ def test_armed_from_the_environment_or_a_worker_dict(monkeypatch):
     loss = torch.tensor(2.0)
     assert faults.poison(loss, 3, 1, 2).isnan() and not faults.poison(loss, 3, 0, 2).isnan()  # last rank only
     assert faults.poison(loss, 2, 1, 2) is loss
+    layer = torch.nn.Linear(2, 2)
+    faults.poison_weights(layer, 2)
+    assert torch.isfinite(layer.weight).all()
+    faults.poison_weights(layer, 3)
+    assert layer.weight.isnan().all()
 
 
 @pytest.mark.parametrize("raw,match", [("{nope", "not a JSON object"), ('{"fail_at": 1}', "keys among"),

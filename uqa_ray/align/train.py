@@ -52,7 +52,8 @@ def train_alignment(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | P
         model.train()
         try:
             for epoch, rows in steps:
-                loss = faults.poison(model(batch_inputs(data, rows, tok, cfg, columns, max_len)), steps.step, 0, 1)
+                faults.poison_weights(model.adapter, steps.step)
+                loss = model(batch_inputs(data, rows, tok, cfg, columns, max_len))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(model.trainable_parameters(),
