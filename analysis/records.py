@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from uqa_ray.align.registry import ADAPTERS
 from uqa_ray.io import InputError
 # The one definition of sub-tasks and groups (UQABench §5), shared with the scorer that wrote the records.
 from uqa_ray.questions.spec import GROUP_OF as SUBTASK_GROUP  # noqa: F401 - re-exported
@@ -27,7 +28,6 @@ SCORE_KEYS = ("overall",) + GROUPS + SUBTASKS
 FIELDS = ("acc", "n", "correct", "lo", "hi")
 INPUT_MODES = ("full", "no_text", "no_side")
 LOSSES = ("ce", "sampled", "infonce")
-ADAPTERS = ("mean_pool", "qformer", "mlp")  # uqa_ray/align/adapters registry names
 STRATEGIES = ("adapter", "full", "lora")
 META_COLUMNS = (
     "file", "experiment", "trial_id", "status", "reason", "method", "encoder", "preset", "params_dense",
@@ -175,7 +175,7 @@ def parse_record(path: str | Path) -> dict[str, Any]:
             if not _is_num(v):
                 c.fail(f"encoder.pretrain.{k}", f"expected a finite number, got {v!r}")
             row[f"pretrain.{k}"] = float(v)
-    row["adapter"] = c.string(rec, "adapter", nullable=True, choices=ADAPTERS)
+    row["adapter"] = c.string(rec, "adapter", nullable=True, choices=tuple(ADAPTERS))
     row["strategy"] = c.string(rec, "strategy", nullable=True, choices=STRATEGIES)
     row["seed"] = c.integer(rec, "seed")
     row.update(_scores(c, c.mapping(rec, "scores"), row["status"]))

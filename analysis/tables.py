@@ -26,6 +26,7 @@ from analysis import paper
 from analysis.aggregate import aggregate
 from analysis.scaling import size_label
 from analysis.records import GROUPS, SCORERS, load_records
+from uqa_ray.align.registry import ADAPTERS
 from uqa_ray.config import ConfigError
 from uqa_ray.io import InputError, atomic_path
 
@@ -43,13 +44,11 @@ ORDER = {
                "no_embedding", "random_embedding", "oracle"),
     "loss": ("ce", "sampled", "infonce"),
     "input_mode": ("full", "no_text", "no_side"),
-    "adapter": ("mean_pool", "qformer", "mlp"),
     "strategy": ("full", "adapter", "lora"),
 }
 LABELS = {
     "loss": {"ce": "SL (CE)", "sampled": "SL (sampled CE)", "infonce": "CL (InfoNCE)"},
     "input_mode": {"full": "Full Info", "no_text": "w/o Text", "no_side": "w/o Side"},
-    "adapter": {"mean_pool": "Mean Pooling", "qformer": "Q-Former", "mlp": "MLP (last states, ours)"},
     "strategy": {"full": "Full FT", "adapter": "Adapter", "lora": "LoRA"},
     "method": paper.DISPLAY,
 }
@@ -73,8 +72,18 @@ TABLES = {
 }
 
 
+def _order(column: str) -> tuple[str, ...] | None:
+    """Row order of a category column; adapters in the registry's order, read now (a registered plug-in
+    included)."""
+    return tuple(ADAPTERS) if column == "adapter" else ORDER.get(column)
+
+
+def _labels(column: str) -> dict[str, str]:
+    return {n: e.label for n, e in ADAPTERS.items()} if column == "adapter" else LABELS.get(column, {})
+
+
 def _sort_key(column: str):
-    order = ORDER.get(column)
+    order = _order(column)
 
     def key(s: pd.Series) -> pd.Series:
         if order is None:
@@ -114,7 +123,7 @@ def _fmt_row_value(column: str, v) -> str:
         return size_label(float(v))
     if column == "max_len":
         return str(int(v))
-    return LABELS.get(column, {}).get(v, str(v))
+    return _labels(column).get(v, str(v))
 
 
 def _fmt_cell(row: pd.Series, key: str) -> str:

@@ -61,7 +61,8 @@ def build_questions(preset: str, work: Path) -> Path:
 
 def count(data_dir: Path, split: str, max_questions: int) -> dict:
     """Mean / min / max prompt tokens per method under each alignment preset, plus the ratios."""
-    from uqa_ray.align.config import ADAPTER_NAMES, align_config
+    from uqa_ray.align.config import align_config
+    from uqa_ray.align.registry import ADAPTERS
     from uqa_ray.align.data import QuestionSplit
     from uqa_ray.align.llm import load_tokenizer_for
     from uqa_ray.align.soft_prompt import encode_chat
@@ -83,7 +84,7 @@ def count(data_dir: Path, split: str, max_questions: int) -> dict:
         plain = [encode_chat(tok, m, cfg.placement, with_answer=False)
                  for m in data.messages(rows, fmt, with_answer=False)]
         methods = {"no_embedding": stats([c.prompt_tokens(0) for c in plain])}
-        for adapter in ADAPTER_NAMES:
+        for adapter in ADAPTERS:
             # n_soft does not depend on the encoder / LLM widths: 8 and 8 stand in for both
             n_soft = align_config(name, {"adapter": adapter}).adapter_config(8, 8).n_soft
             methods[f"encoder_{adapter}"] = {**stats([c.prompt_tokens(n_soft) for c in plain]), "n_soft": n_soft}

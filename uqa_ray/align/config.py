@@ -21,9 +21,8 @@ import dataclasses
 from typing import Any, Literal, Mapping
 
 from uqa_ray.align.model import LoraSettings
+from uqa_ray.align.registry import ADAPTERS
 from uqa_ray.config import build
-
-ADAPTER_NAMES = ("mean_pool", "qformer", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +62,7 @@ class AlignScaling:
 
 @dataclasses.dataclass(frozen=True)
 class AlignConfig:
-    adapter: Literal["mean_pool", "qformer", "mlp"] = "mean_pool"
+    adapter: str = "mean_pool"  # a name in align/registry.py
     adapter_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     strategy: Literal["adapter", "full", "lora"] = "adapter"  # align/model.py's table
     placement: Literal["prefix", "user_turn"] = "prefix"  # soft_prompt.py
@@ -99,9 +98,11 @@ class AlignConfig:
         for name in ("max_steps", "threads", "seed", "eval_batch_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        unknown = sorted(set(self.adapter_overrides) - set(ADAPTER_NAMES))
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"adapter: unknown adapter {self.adapter!r}; known {sorted(ADAPTERS)}")
+        unknown = sorted(set(self.adapter_overrides) - set(ADAPTERS))
         if unknown:
-            raise ValueError(f"adapter_overrides: unknown adapter(s) {unknown}; known {ADAPTER_NAMES}")
+            raise ValueError(f"adapter_overrides: unknown adapter(s) {unknown}; known {sorted(ADAPTERS)}")
         if self.scaling.num_workers and self.batch_size < self.scaling.num_workers:
             raise ValueError(f"batch_size {self.batch_size} < scaling.num_workers {self.scaling.num_workers}: "
                              "every worker needs a row of each global batch")

@@ -1,6 +1,6 @@
 """Adapters: frozen encoder states (B, T, enc_dim) + mask (B, T) -> soft tokens (B, n_soft, llm_dim).
 
-The registry is data, one line per adapter: name -> (config dataclass, module class). A saved adapter is
+The registry is data (`align/registry.py`: name -> config, module, label). A saved adapter is
 a folder with `config.json` ({"adapter": name, "config": {...}}) and `model.safetensors`; loading it
 rebuilds the module from the config and loads the weights strictly, so the round trip is exact.
 """
@@ -13,24 +13,17 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
-from uqa_ray.align.adapters.mean_pool import MeanPool, MeanPoolConfig
-from uqa_ray.align.adapters.mlp import MLPAdapter, MLPConfig
-from uqa_ray.align.adapters.qformer import QFormer, QFormerConfig
+from uqa_ray.align.registry import ADAPTERS, resolve
 from uqa_ray.config import build, to_dict
 from uqa_ray.io import InputError, atomic_path
 
-ADAPTERS: dict[str, tuple[type, type[torch.nn.Module]]] = {
-    "mean_pool": (MeanPoolConfig, MeanPool),  # official: 1 soft token
-    "qformer": (QFormerConfig, QFormer),  # paper table 4: 16 learned queries
-    "mlp": (MLPConfig, MLPAdapter),  # ours: last 8 states through a GELU MLP (the embedded default)
-}
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
 def adapter_name(cfg: Any) -> str:
-    for name, (cfg_cls, _) in ADAPTERS.items():
-        if type(cfg) is cfg_cls:
+    for name, entry in ADAPTERS.items():
+        if type(cfg) is resolve(entry.config):
             return name
     raise ValueError(f"{type(cfg).__name__} is not a registered adapter config ({sorted(ADAPTERS)})")
 
@@ -38,13 +31,13 @@ def adapter_name(cfg: Any) -> str:
 def adapter_config(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
     if name not in ADAPTERS:
         raise ValueError(f"unknown adapter {name!r}; registered: {sorted(ADAPTERS)}")
-    return build(ADAPTERS[name][0], overrides)
+    return build(resolve(ADAPTERS[name].config), overrides)
 
 
 def build_adapter(cfg: Any, seed: int | None = None) -> torch.nn.Module:
     """The module for a config; `seed` makes the initial weights reproducible without touching the
     caller's global RNG stream."""
-    cls = ADAPTERS[adapter_name(cfg)][1]
+    cls = resolve(ADAPTERS[adapter_name(cfg)].module)
     if seed is None:
         return cls(cfg)
     with torch.random.fork_rng(devices=[]):
