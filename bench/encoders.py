@@ -82,15 +82,17 @@ def scored(run_dir: Path) -> dict:
     return out
 
 
-def run(data: Path, storage: Path, preset: str, encoder: dict, seed: int) -> dict:
+def run(data: Path, storage: Path, preset: str, encoder: dict, seed: int, over: dict | None = None) -> dict:
+    """One `uqa-ray pretrain` under the protocol with `encoder` overrides (and any other `over`), scored."""
     cfg = build(PretrainConfig, PROTOCOL, {"data": str(data), "preset": preset, "storage": str(storage),
-                                           "seed": seed, "encoder": PROTOCOL["encoder"] | encoder})
+                                           "seed": seed, "encoder": PROTOCOL["encoder"] | encoder}, over)
     res = pretrain(cfg)
     if res.status != "ok":
         raise SystemExit(f"{preset}: pretraining {res.status}: {res.reason}")
     m = res.metrics
     params = count_params(cfg.encoder_config(read_meta(data)["vocab"]))
-    return {"preset": preset, "encoder": cfg.encoder, "params_dense": params["dense"], "run": str(res.run_dir),
+    return {"preset": preset, "encoder": cfg.encoder, **({"over": over} if over else {}),
+            "params_dense": params["dense"], "run": str(res.run_dir),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             # The training run's own wall (a run with the same config earlier in this bench is reused).
             "wall_s": round(m["wall_s"], 1), "reused": res.reused, "positions_per_s": round(m["positions_per_s"]),

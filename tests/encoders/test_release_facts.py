@@ -3,7 +3,8 @@ written here from those facts alone gives our outputs, logits and loss from the 
 
 The learning default's departures (docs/encoders.md) are tested beside them, so each fact is pinned both
 ways: identity copy path without bias, N(0, std) tables with a zero padding row left out of the softmax,
-a final norm on the backbones the release leaves unnormalized.
+a final norm on the backbones the release leaves unnormalized, HSTU's cosine scoring
+(tests/pretrain/test_losses.py checks what cosine scoring computes).
 """
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ def batch(b=3, t=10, k=4, seed=1):
     out |= {c: torch.randint(1, VOCAB["bpe"], (b, t, k), generator=g) for c in BPE_COLUMNS}
     out["mask"] = torch.ones(b, t, dtype=torch.bool)
     return out
+
+
+@pytest.mark.parametrize("name", list(ENCODERS))
+def test_item_scoring_dot_in_the_release_cosine_where_the_encoder_own_paper_has_it(name):
+    assert not preset_config(f"{name}-release", VOCAB).cosine  # the release scores by dot product
+    assert preset_config(f"{name}-official", VOCAB).cosine is (name == "hstu")  # HSTU's own recipe
+    assert not preset_config(f"{name}-official", VOCAB, similarity="dot").cosine  # selectable both ways
+    assert preset_config(f"{name}-release", VOCAB, similarity="cosine").cosine
 
 
 def test_presets_pair_every_encoder():

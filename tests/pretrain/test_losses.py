@@ -13,6 +13,7 @@ from uqa_ray.encoders import preset_config
 from uqa_ray.pretrain.losses import (
     IGNORE, LossConfig, chunked_cross_entropy, fused_cross_entropy, info_nce, naive_cross_entropy, sampled_softmax,
 )
+from uqa_ray.pretrain.metrics import ranks_from_scores, target_ranks
 from uqa_ray.pretrain.objective import PretrainObjective
 
 
@@ -127,6 +128,27 @@ def test_sampled_softmax_matches_its_definition():
         torch.testing.assert_close(loss, total / len(valid))
 
 
+def test_mixed_negatives_are_uniform_draws_plus_the_batch_targets_with_their_expected_counts():
+    h, w, t = data()
+    log_p = torch.log_softmax(torch.randn(50, generator=torch.Generator().manual_seed(3)), 0)
+    loss = sampled_softmax(h, w, t, 6, torch.Generator().manual_seed(7), None, log_p)
+    valid = (t >= 0).nonzero()[:, 0]
+    neg = torch.randint(0, 50, (6,), generator=torch.Generator().manual_seed(7)).tolist() + t[valid].tolist()
+    # log expected count among the negatives: 6 uniform draws (6/50) + every valid row's target drawn by p
+    corr = torch.log(6 / 50 + len(valid) * log_p.exp())
+    total = 0.0
+    for i in valid.tolist():  # a negative equal to the row's own target (its own in-batch copy too) is masked
+        logits = [h[i] @ w[t[i]] - corr[t[i]]] + [h[i] @ w[j] - corr[j] for j in neg if j != t[i]]
+        total += -(logits[0] - torch.logsumexp(torch.stack(logits), 0))
+    torch.testing.assert_close(loss, total / len(valid))
+
+
+def test_mixed_sampler_needs_the_training_popularity():
+    enc = preset_config("tiny", VOCAB, d_model=16, n_heads=2, dropout=0.0)
+    with pytest.raises(ValueError, match="mixed sampling needs item_counts"):
+        PretrainObjective(enc, LossConfig(kind="sampled", sampler="mixed"))
+
+
 def test_sampled_softmax_with_logq_estimates_the_full_gradient():
     # With the logQ correction, popularity-sampled softmax is a consistent estimate of the full softmax
     # gradient; without it, the estimate is biased towards popular items.
@@ -177,13 +199,15 @@ def batch():
     return b
 
 
-@pytest.mark.parametrize("kind,ce", [("ce", "fused"), ("ce", "chunked"), ("sampled", "fused"), ("infonce", "fused")])
-def test_objective_predicts_the_next_item_with_the_tied_table(kind, ce):
+@pytest.mark.parametrize("kind,ce,sampler", [("ce", "fused", "uniform"), ("ce", "chunked", "uniform"),
+                                             ("sampled", "fused", "popularity"), ("sampled", "fused", "mixed"),
+                                             ("infonce", "fused", "uniform")])
+def test_objective_predicts_the_next_item_with_the_tied_table(kind, ce, sampler):
     torch.manual_seed(0)
     enc = preset_config("tiny", VOCAB, d_model=16, n_heads=2, dropout=0.0)
     counts = torch.arange(30)
     obj = PretrainObjective(enc, LossConfig(kind=kind, ce=ce, chunk_size=7, max_logits=40, n_negatives=8,
-                                            sampler="popularity"), counts)
+                                            sampler=sampler), counts)
     b = batch()
     out = obj(b)
     assert int(out["n"]) == 5 + 2  # positions with a next click
@@ -200,6 +224,25 @@ def test_objective_predicts_the_next_item_with_the_tied_table(kind, ce):
     q, target = obj.last_queries(b)
     assert target.tolist() == [int(b["uni_seq_item_id"][0, 5]), int(b["uni_seq_item_id"][1, 2])]
     torch.testing.assert_close(scores[:, 1:], q @ obj.item_table().T)
+
+
+def test_cosine_similarity_is_what_training_the_eval_loss_and_the_ranking_use():
+    torch.manual_seed(0)
+    enc = preset_config("tiny", VOCAB, d_model=16, n_heads=2, dropout=0.0, similarity="cosine", temperature=0.5)
+    obj = PretrainObjective(enc, LossConfig(max_logits=40)).eval()
+    b = batch()
+    sel, items = b["mask"][:, 1:], b["uni_seq_item_id"]
+    q = F.normalize(obj.head(obj.encoder(b)), dim=-1) / 0.5
+    table = obj.encoder.item_input.item_embedding.weight
+    ref = F.cross_entropy(q[:, :-1][sel] @ F.normalize(table[1:], dim=-1).T, items[:, 1:][sel] - 1)
+    torch.testing.assert_close(obj(b)["loss"], ref)
+    queries, last, target, _ = obj.eval_queries(b)
+    loss_sum, n = obj.eval_loss(queries, b, table)
+    torch.testing.assert_close(loss_sum / n, ref)
+    cos = F.normalize(last, dim=-1) @ F.normalize(table, dim=-1).T  # the ranking is by cosine
+    cos[:, 0] = float("-inf")
+    assert torch.equal(target_ranks(last, obj.item_vectors(table), target), ranks_from_scores(cos, target))
+    torch.testing.assert_close(obj.score_last(b).softmax(-1), (cos / 0.5).softmax(-1))
 
 
 def test_chunked_bf16_inputs_accumulate_in_fp32():

@@ -34,6 +34,8 @@ def test_schedule_config_and_its_length():
         _cfg(schedule="linear")
     with pytest.raises(ValueError, match="min_lr_ratio"):
         _cfg(min_lr_ratio=1.5)
+    with pytest.raises(ValueError, match="warmup_steps >= 1"):  # caught here, not by DeepSpeed in a worker
+        _cfg(schedule="cosine")
 
 
 def to_over(cfg: PretrainConfig, **over) -> dict:

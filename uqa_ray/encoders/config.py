@@ -50,6 +50,11 @@ class EncoderConfig:
     # every row of the item table, no final norm on Trm++/HSTU/Mamba4Rec, HSTU without its (never
     # applied) relative bias. The `*-release` presets set it.
     release: bool = False
+    # How the next-item head scores items: dot product (the release), or cosine similarity over a
+    # temperature (HSTU's own recipe: L2-normalised query and item embeddings). "auto" is the encoder's
+    # learning default (registry `cosine`), always "dot" with `release`.
+    similarity: Literal["auto", "dot", "cosine"] = "auto"
+    temperature: float = 0.1  # cosine similarity only (docs/encoders.md: measured)
     # GRU4Rec
     gru_hidden: int = 1024
     # Mamba4Rec (Mamba2 blocks)
@@ -74,6 +79,13 @@ class EncoderConfig:
         (UQABENCH.md section 3), nor do the other backbones."""
         return self.dropout if ENCODERS[self.name].input_dropout and not self.release else 0.0
 
+    @property
+    def cosine(self) -> bool:
+        """Whether the head scores items by cosine similarity / `temperature` (see `similarity`)."""
+        if self.similarity == "auto":
+            return ENCODERS[self.name].cosine and not self.release
+        return self.similarity == "cosine"
+
     def __post_init__(self) -> None:
         if self.name not in ENCODERS:
             raise ValueError(f"name: unknown encoder {self.name!r}; known: {', '.join(ENCODERS)}")
@@ -91,6 +103,10 @@ class EncoderConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
+        if self.similarity not in ("auto", "dot", "cosine"):
+            raise ValueError(f"similarity must be auto, dot or cosine, got {self.similarity!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.init_std <= 0:
             raise ValueError(f"init_std must be > 0, got {self.init_std}")
         need = [c for c in input_columns(self.input_mode) if c in ID_COLUMNS]

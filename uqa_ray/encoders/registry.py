@@ -16,13 +16,14 @@ class Entry(NamedTuple):
     n_layers: int  # official depth (UQABENCH.md section 3), used when EncoderConfig.n_layers == 0
     n_heads: int  # official heads (1 where the encoder has none), used when n_heads == 0
     input_dropout: bool = False  # its own paper drops out the input embeddings (learning default only)
+    cosine: bool = False  # its own paper scores items by cosine similarity / temperature (learning default only)
 
 
 ENCODERS: dict[str, Entry] = {
     "gru4rec": Entry("uqa_ray.encoders.gru4rec:GRU4Rec", n_layers=2, n_heads=1),
     "sasrec": Entry("uqa_ray.encoders.sasrec:SASRec", n_layers=6, n_heads=8, input_dropout=True),
     "mamba4rec": Entry("uqa_ray.encoders.mamba4rec:Mamba4Rec", n_layers=4, n_heads=1),
-    "hstu": Entry("uqa_ray.encoders.hstu:HSTU", n_layers=4, n_heads=8, input_dropout=True),
+    "hstu": Entry("uqa_ray.encoders.hstu:HSTU", n_layers=4, n_heads=8, input_dropout=True, cosine=True),
     "trm_pp": Entry("uqa_ray.encoders.trm_pp:TrmPP", n_layers=4, n_heads=4),
 }
 

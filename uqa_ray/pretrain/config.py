@@ -40,6 +40,8 @@ class OptimConfig:
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"need warmup_steps >= 0 and min_lr_ratio in [0, 1], got {self.warmup_steps}, "
                              f"{self.min_lr_ratio}")
+        if self.schedule == "cosine" and self.warmup_steps < 1:  # DeepSpeed's WarmupCosineLR refuses 0
+            raise ValueError("schedule 'cosine' needs warmup_steps >= 1 (DeepSpeed's WarmupCosineLR)")
 
 
 @dataclasses.dataclass(frozen=True)

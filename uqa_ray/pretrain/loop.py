@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,8 +19,10 @@ import torch.distributed as dist
 
 from uqa_ray.config import build
 from uqa_ray.data.collate import collate
+from uqa_ray.data.schema import PRETRAIN_FILES
 from uqa_ray.distributed import allreduce_sum, load_checkpoint, save_checkpoint
 from uqa_ray.faults import armed
+from uqa_ray.pretrain.baselines import train_counts
 from uqa_ray.pretrain.config import PretrainConfig
 from uqa_ray.pretrain.ds_config import deepspeed_config, resolve_precision
 from uqa_ray.pretrain.flops import flops_per_position, peak_flops
@@ -48,8 +51,11 @@ def build_engine(cfg: PretrainConfig, enc_cfg, on_gpu: bool, total_steps: int = 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     # ZeRO-3: parameters are partitioned as they are created, so a 1.2B encoder never exists whole on
     # one rank (DeepSpeed's zero.Init). The objective's init happens in module constructors.
+    counts = None  # training popularity: the popularity and in-batch samplers' proposal (every rank reads it)
+    if cfg.loss.kind == "sampled" and cfg.loss.sampler != "uniform":
+        counts = train_counts(Path(cfg.data) / PRETRAIN_FILES["train"], enc_cfg.vocab["uni_seq_item_id"])
     with deepspeed.zero.Init(enabled=cfg.zero_stage == 3, config_dict_or_path=ds_cfg):
-        model = PretrainObjective(enc_cfg, cfg.loss)
+        model = PretrainObjective(enc_cfg, cfg.loss, counts)
     if cfg.zero_stage == 3:
         for p in model.external_parameters():
             deepspeed.zero.register_external_parameter(model, p)
@@ -94,7 +100,7 @@ def evaluate(engine, session, cfg: PretrainConfig, enc_cfg, device: torch.device
             with _gathered([weight], cfg.zero_stage == 3):
                 if weight.shape != (enc_cfg.vocab["uni_seq_item_id"], enc_cfg.item_dim):
                     raise RuntimeError(f"item table not gathered for evaluation: shape {tuple(weight.shape)}")
-                ranks = target_ranks(last, weight, target)
+                ranks = target_ranks(last, module.item_vectors(weight), target)
                 loss_sum, positions = module.eval_loss(q, b, weight)
             if not keep:
                 continue

@@ -11,7 +11,7 @@ that memory:
   recomputed in the backward (as Cut Cross-Entropy): O(N * chunk) memory, four matmul passes.
 docs/decisions.md and BENCHMARKS.md ("Full-vocabulary CE") have both against the naive loss.
 
-`sampled_softmax` (uniform or popularity negatives with the logQ correction) and `info_nce` (in-batch
+`sampled_softmax` (uniform, popularity or mixed in-batch + uniform negatives, logQ-corrected) and `info_nce` (in-batch
 negatives, temperature; the paper's contrastive "CL" rows) are the cheaper alternatives.
 All take query vectors h (N, D), the item table W (V, D) and targets (N,) as indices into W, with
 `ignore_index` marking positions without a target.
@@ -19,6 +19,7 @@ All take query vectors h (N, D), the item table W (V, D) and targets (N,) as ind
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 import torch
@@ -34,7 +35,9 @@ class LossConfig:
     max_logits: int = 1 << 26  # fused CE: logits held at once (its row chunk is max_logits // items rows)
     chunk_size: int = 32768  # chunked CE: items per chunk
     n_negatives: int = 1024  # sampled softmax: negatives shared by the micro-batch
-    sampler: Literal["uniform", "popularity"] = "uniform"
+    # sampled softmax's negatives: uniform draws, draws by training popularity, or "mixed": uniform draws
+    # plus the micro-batch's own targets (in-batch), both logQ-corrected (`sampled_softmax`)
+    sampler: Literal["uniform", "popularity", "mixed"] = "uniform"
     temperature: float = 0.1  # InfoNCE
     normalize: bool = True  # InfoNCE on cosine similarities
     seed: int = 0  # negative sampling generator
@@ -42,8 +45,8 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("ce", "sampled", "infonce"):
             raise ValueError(f"kind must be ce, sampled or infonce, got {self.kind!r}")
-        if self.sampler not in ("uniform", "popularity"):
-            raise ValueError(f"sampler must be uniform or popularity, got {self.sampler!r}")
+        if self.sampler not in ("uniform", "popularity", "mixed"):
+            raise ValueError(f"sampler must be uniform, popularity or mixed, got {self.sampler!r}")
         if self.ce not in ("fused", "chunked"):
             raise ValueError(f"ce must be fused or chunked, got {self.ce!r}")
         if self.chunk_size < 1 or self.n_negatives < 1 or self.max_logits < 1:
@@ -214,11 +217,16 @@ def sampled_softmax(
     n_negatives: int,
     generator: torch.Generator,
     log_q: torch.Tensor | None = None,
+    in_batch_log_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Softmax over {target} + `n_negatives` items drawn (with replacement) from q, shared by all rows.
+    """Softmax over {target} + negatives shared by all rows: `n_negatives` items drawn (with replacement)
+    from q (`log_q`; None = uniform) and, with `in_batch_log_q`, every row's target as well (mixed negative
+    sampling, Yang et al. 2020: in-batch negatives follow the targets' own distribution, whose log
+    probabilities `in_batch_log_q` gives; the uniform draws cover the tail in-batch never shows).
 
-    logQ correction (Bengio & Senecal 2008; Yi et al. 2019): every logit has log q(item) subtracted, so
-    the estimate is unbiased for the full softmax. `log_q` None = uniform q (the correction cancels).
+    logQ correction (Bengio & Senecal 2008; Yi et al. 2019): every logit has the log of its item's
+    expected count among the negatives subtracted (n_negatives q(j), plus rows p(j) in-batch), so the
+    estimate is consistent for the full softmax; with uniform draws alone it is a constant and is skipped.
     A negative equal to the row's target is masked out (an accidental hit is not a negative).
     """
     valid = target >= 0
@@ -231,11 +239,21 @@ def sampled_softmax(
     else:
         neg = torch.multinomial(log_q.exp().to(generator.device), n_negatives, replacement=True, generator=generator)
     neg = neg.to(h.device)
+    if in_batch_log_q is not None:
+        neg = torch.cat([neg, tv])
+
+    def log_count(ids: torch.Tensor) -> torch.Tensor:  # log expected count of each id among the negatives
+        drawn = math.log(n_negatives) + (log_q[ids].float() if log_q is not None else -math.log(v))
+        if in_batch_log_q is None:
+            return drawn
+        return torch.logaddexp(torch.as_tensor(drawn, device=ids.device).float(),
+                               math.log(len(tv)) + in_batch_log_q[ids].float())
+
     pos_logit = (hv * w[tv]).sum(-1, keepdim=True).float()
     neg_logit = (hv @ w[neg].T).float()
-    if log_q is not None:
-        pos_logit = pos_logit - log_q[tv, None].float()
-        neg_logit = neg_logit - log_q[neg][None, :].float()
+    if log_q is not None or in_batch_log_q is not None:
+        pos_logit = pos_logit - log_count(tv)[:, None]
+        neg_logit = neg_logit - log_count(neg)[None, :]
     neg_logit = neg_logit.masked_fill(neg[None, :] == tv[:, None], float("-inf"))
     logits = torch.cat([pos_logit, neg_logit], dim=1)
     return F.cross_entropy(logits, torch.zeros(hv.shape[0], dtype=torch.long, device=h.device))

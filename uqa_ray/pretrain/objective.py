@@ -10,10 +10,15 @@ over the full sequence serves all positions (`data.collate.next_item_targets`).
 ZeRO-3 note: `item_table()` reads the item embedding's weight outside that embedding's own forward.
 Under ZeRO-3 register it once with `deepspeed.zero.register_external_parameter(objective, p)` for each
 `p` in `objective.external_parameters()`, so DeepSpeed gathers it for the head.
+
+Scores are dot products, or with `EncoderConfig.cosine` (HSTU's learning default) cosine similarities
+over a temperature: `queries` and `item_vectors` map both sides into the space where the dot product is
+the logit, and training, the eval loss and the ranking all go through them.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from uqa_ray.data.collate import eval_targets, last_item_targets, next_item_targets
@@ -35,13 +40,14 @@ class PretrainObjective(nn.Module):
         n_items = enc_cfg.vocab["uni_seq_item_id"] - 1
         # Sampling step, saved in checkpoints, so a resumed run draws the same negatives.
         self.register_buffer("sample_step", torch.zeros((), dtype=torch.long))
-        log_q = None
-        if self.loss_cfg.kind == "sampled" and self.loss_cfg.sampler == "popularity":
+        log_pop = None  # log training popularity of each softmax row: the popularity and in-batch proposals
+        if self.loss_cfg.kind == "sampled" and self.loss_cfg.sampler != "uniform":
             if item_counts is None or item_counts.shape[0] != n_items + 1:
-                raise ValueError(f"popularity sampling needs item_counts of length {n_items + 1} (ids 0..{n_items})")
+                raise ValueError(f"{self.loss_cfg.sampler} sampling needs item_counts of length {n_items + 1} "
+                                 f"(ids 0..{n_items})")
             q = item_counts[self.first_row:].double() + 1.0  # add-one: every row stays drawable
-            log_q = (q / q.sum()).log().float()
-        self.register_buffer("log_q", log_q, persistent=False)
+            log_pop = (q / q.sum()).log().float()
+        self.register_buffer("log_pop", log_pop, persistent=False)
 
     def external_parameters(self) -> list[nn.Parameter]:
         return [self.encoder.item_input.item_embedding.weight]
@@ -49,6 +55,16 @@ class PretrainObjective(nn.Module):
     def item_table(self) -> torch.Tensor:
         """The softmax's rows: item ids 1.. (row k-1 is id k), or with `release` every row (row k is id k)."""
         return self.encoder.item_input.item_embedding.weight[self.first_row:]
+
+    def queries(self, h: torch.Tensor) -> torch.Tensor:
+        """Backbone states (..., d_model) -> query vectors (..., item_dim) whose dot product with
+        `item_vectors` rows is the logit."""
+        q = self.head(h)
+        return F.normalize(q, dim=-1) / self.enc_cfg.temperature if self.enc_cfg.cosine else q
+
+    def item_vectors(self, rows: torch.Tensor) -> torch.Tensor:
+        """Item-table rows (V, item_dim) as the queries score them (L2-normalised under cosine)."""
+        return F.normalize(rows, dim=-1) if self.enc_cfg.cosine else rows
 
     def _rows(self, q: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Queries (B*T, item_dim) and softmax-row targets (B*T,), IGNORE where there is no next click."""
@@ -58,8 +74,8 @@ class PretrainObjective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{"loss": mean loss over predicted positions (0-dim), "n": their number (0-dim long tensor)}."""
-        q, tgt = self._rows(self.head(self.encoder(batch)), batch)
-        w, cfg = self.item_table(), self.loss_cfg
+        q, tgt = self._rows(self.queries(self.encoder(batch)), batch)
+        w, cfg = self.item_vectors(self.item_table()), self.loss_cfg
         if cfg.kind == "ce":
             loss = full_cross_entropy(q, w, tgt, cfg)
         elif cfg.kind == "sampled":
@@ -67,7 +83,9 @@ class PretrainObjective(nn.Module):
             if self.training:
                 self.sample_step += 1
             gen = torch.Generator(device=q.device).manual_seed(cfg.seed * 1_000_003 + step)
-            loss = sampled_softmax(q, w, tgt, cfg.n_negatives, gen, self.log_q)
+            mixed = cfg.sampler == "mixed"  # uniform draws + in-batch targets (drawn by popularity)
+            loss = sampled_softmax(q, w, tgt, cfg.n_negatives, gen, None if mixed else self.log_pop,
+                                   self.log_pop if mixed else None)
         else:
             loss = info_nce(q, w, tgt, cfg.temperature, cfg.normalize)
         return {"loss": loss, "n": (tgt >= 0).sum()}
@@ -77,7 +95,7 @@ class PretrainObjective(nn.Module):
         pos, target = last_item_targets(batch)
         h = self.encoder(batch)
         h = h[torch.arange(h.shape[0], device=h.device), pos]
-        return self.head(h), target
+        return self.queries(h), target
 
     @torch.no_grad()
     def eval_queries(self, batch: dict[str, torch.Tensor], last: int = 1
@@ -85,7 +103,7 @@ class PretrainObjective(nn.Module):
         """One encoder pass for evaluation: (queries (B, T, item_dim) at every position, and for each of
         the last `last` clicks of every row (`data.collate.eval_targets`, flat B * last): the query that
         scores it, its target id (0 = none) and its row)."""
-        q = self.head(self.encoder(batch))
+        q = self.queries(self.encoder(batch))
         row, pos, target = eval_targets(batch, last)
         return q, q[row, pos], target, row
 
@@ -99,7 +117,7 @@ class PretrainObjective(nn.Module):
         n = (tgt >= 0).sum()
         if not n:
             return q.new_zeros((), dtype=torch.float32), n
-        w = item_table[self.first_row:].float()
+        w = self.item_vectors(item_table[self.first_row:].float())
         return full_cross_entropy(rows.float(), w, tgt, self.loss_cfg) * n, n
 
     @torch.no_grad()
@@ -109,6 +127,6 @@ class PretrainObjective(nn.Module):
         `data.collate.last_item_targets(batch)[1]`. For a full vocabulary and many rows prefer
         `last_queries` + `metrics.target_ranks`, which never materializes B x V."""
         q, _ = self.last_queries(batch)
-        s = q.float() @ self.encoder.item_input.item_embedding.weight.float().T
+        s = q.float() @ self.item_vectors(self.encoder.item_input.item_embedding.weight.float()).T
         s[:, 0] = float("-inf")
         return s
