@@ -16,12 +16,7 @@ each at the embedded preset's batch size (16; --batch) and at batch size 1 (the 
 plus Text20 prompts (1,100+ tokens) for `both` under the preset's token budget per batch. Each timing is
 the best of --repeat runs (the machine is shared); soft tokens are computed inside the timed region.
 Predictions of batched and batch-1 runs are checked to be identical. One block per torch thread count.
-
-What to expect on a CPU: the 10x goal is a GPU goal. With the 128-wide tiny LM a batch-1 forward of a
-~200-token prompt costs ~6 ms of compute against ~2 ms of per-call overhead, so batching can only remove
-the overhead (and the four short option passes per question); measured here ~2-4x. Very large batches
-are slower again (activations leave the cache, and padded rows need an explicit attention mask that a
-single row does not), hence the preset's batch of 16 and 4,096 tokens.
+On a CPU batching removes per-call overhead only (BENCHMARKS.md); the 10x goal is a GPU goal.
 """
 from __future__ import annotations
 

@@ -4,16 +4,12 @@ The pretraining figures have one source: the suite's quiet run (BENCHMARKS.md, "
 JSON the committed bench/results/pretrain.json is a copy of; replace both together. `--ce-only` writes
 bench/results/ce.json (BENCHMARKS.md, "Full-vocabulary CE").
 
-1. Throughput (positions/s) of Trm++ at the official dims (4 layers, d 512, 4 heads, FFN 1536, seq 512)
-   in fp32: forward + backward + AdamW step with the chunked full-vocabulary CE, at official vocabulary
-   sizes (994,447 items) and at the embedded `small` data's (5,000 items). Measured side by side with
-   the same official-vocabulary step on a stand-in loss (no item softmax), so the CE's share is visible.
+1. Throughput (positions/s) of Trm++ at the official dims (4 layers, d 512, seq 512), fp32: forward +
+   backward + AdamW step with the chunked CE at the official vocabulary (994,447 items) and at `small`'s
+   (5,000), beside the official-vocabulary step on a stand-in loss (no item softmax): the CE's share.
 2. The full-vocabulary CE at 1M items (item dim 128, 512 positions): naive, chunked and fused side by
-   side in one run, each forward + backward in a fresh subprocess (`--ce-repeats` rounds, kinds
-   alternating) that reports its wall time, its peak RSS (ru_maxrss) and its RSS just before the loss;
-   memory ratios compare the losses' own overhead (peak - before), and the loss and gradients of the two
-   exact ways are compared with the naive ones (max relative error). `--ce-only` runs this part alone.
-
+   side, each forward + backward in a fresh subprocess (`--ce-repeats` rounds, kinds alternating): wall
+   time, the loss's own memory (peak RSS - RSS before it), max relative error of loss and gradients.
 3. `--gpu`: the same two questions on CUDA -> bench/results/pretrain_gpu.json: peak allocated memory of
    chunked vs naive CE at 1M items for the paper's micro-batch (4 x 512) (`ce_memory.*.overhead_mb`: the
    loss's own peak over what was allocated before it), and bf16 positions/s of a training step with that

@@ -13,15 +13,11 @@ cold) with its JSON output sent into this run's folder, so the suite never touch
 results bench/results/<name>.json. Files:
   bench/results/runs/<run>/<name>.json   each benchmark's own JSON, as its script wrote it
   bench/results/runs/<run>/suite.json    this run's figures (never overwritten: the run id is a UTC time)
-  --out (default bench/results/suite.json)   the latest figures, replaced atomically (the previous one
-        stays in its runs/ folder). With --only, the benchmarks not rerun are carried over from the
-        previous --out with their own run id, command and date: the latest file stays complete and says
-        where each figure came from.
+  --out (default bench/results/suite.json)   the latest figures, replaced atomically; with --only the
+        others are carried over from the previous --out with their own run id, command and date.
   bench/work/suite/<run>/<name>.log      each benchmark's full output (git-ignored)
---quick runs are smoke runs of the machinery, not numbers to compare or commit: their runs/ folders and
-their latest file (bench/work/suite-quick.json) live under the git-ignored bench/work/ instead.
-One failing benchmark does not lose the others: its entry records the error and the output's tail, the
-rest still run, and the suite exits 1 at the end. Every entry records `quick` and its exact command.
+--quick runs are smoke runs, not numbers to commit: they live under the git-ignored bench/work/. One
+failing benchmark does not lose the others (its entry records the error; the suite exits 1 at the end).
 """
 from __future__ import annotations
 

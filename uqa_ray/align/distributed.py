@@ -3,34 +3,15 @@
 `train_distributed` (called by `train_alignment` when `AlignConfig.scaling.num_workers` >= 1, so from
 inside a Ray Tune trial) launches a Ray Train TorchTrainer; each worker runs `run_rank`, plain torch +
 DeepSpeed over the process group that Ray Train set up (NCCL on GPUs, gloo on CPUs; a test starts
-`run_rank` on its own gloo group without Ray).
+`run_rank` on its own gloo group without Ray). N ranks compute the one-process step (`run_rank` says
+how: the same global batches split across ranks, the loss over the whole batch's tokens, one stop for
+all on a non-finite loss), with steps.py's AdamW as a DeepSpeed client optimiser and DeepSpeed's
+global-norm clip. ZeRO-3 partitions the LLM as it loads (transformers' HfDeepSpeedConfig), so no GPU
+holds a 3B model whole while it trains; bf16 on GPU with fp32 master weights, fp32 on CPU.
 
-What one step is, so that N ranks compute the one-process step:
-- Every rank walks the same seeded permutation of the TRAIN questions in the same global batches of
-  `batch_size` rows (align/data.py) and takes its `np.array_split` part of each. A last batch with fewer
-  rows than ranks is skipped (and counted): under ZeRO-3 every rank must run every forward.
-- The loss is the release's mean over the labelled tokens of the WHOLE global batch: each rank returns
-  (sum, count) of its tokens, one all-reduce gives the global count, and each rank back-propagates
-  sum * world / count (DeepSpeed averages gradients over ranks). The same all-reduce tells every rank
-  whether ANY rank's loss was NaN/inf, so all stop together before a step ("diverged", nothing saved)
-  instead of hanging in the next ZeRO collective. A non-finite gradient norm after the step stops too.
-- The optimiser is steps.py's AdamW with its two parameter groups (adapter/LoRA lr, the LLM's own
-  weights llm_lr), handed to DeepSpeed as a client optimiser; clipping is DeepSpeed's global-norm clip.
-- ZeRO-3 partitions the LLM as it loads (transformers' HfDeepSpeedConfig makes `from_pretrained` run
-  under zero.Init), so no GPU holds a 3B model whole while it trains; only saving gathers it (the
-  module's weights: bf16 on GPU, ~6 GB for 3B) for rank 0 to write. bf16 on GPU with fp32 master
-  weights in the optimiser, fp32 on CPU.
-
-Every `scaling.checkpoint_every` steps the ranks write a mid-run checkpoint (uqa_ray/distributed.py:
-each rank's ZeRO shard of what trains, without the frozen LLM; the RNG; the step and losses so far).
-When Ray Train restarts the worker group after a lost worker (`scaling.max_failures`), the group
-resumes from it: the same batches follow, so the run ends with the uninterrupted run's losses and
-weights. At the end rank 0 writes the trained weights into a folder that it reports as the run's last
-checkpoint, so they reach the driver (the Tune trial, possibly on another node) through Ray Train's
-storage; the driver copies them into the alignment folder with steps.py's layout and summary,
-atomically. Progress reaches Tune through Ray's TuneReportCallback when the trainer runs inside a
-trial; each Ray Train V2 report is a collective through a synchronisation actor that costs several steps'
-time (docs/decisions.md), hence reports every `log_every` steps only.
+Mid-run checkpoints every `scaling.checkpoint_every` steps let a worker group that Ray Train restarts
+(`scaling.max_failures`) resume and end with the uninterrupted run's losses and weights; the trained
+weights reach the driver through Ray Train's storage (`train_distributed`).
 """
 from __future__ import annotations
 
@@ -93,9 +74,22 @@ def _whole(module: torch.nn.Module, stage: int):
 def run_rank(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | Path, llm_dir: str | Path,
              save_to: Path | None = None, report: Callable[[dict], None] | None = None,
              sink: CheckpointSink | None = None, faults: Faults = Faults()) -> dict[str, Any]:
-    """This rank's share of the alignment (module doc) -> the run's summary (the same on every rank).
-    When the run ends ok, rank 0 writes the trained weights into `save_to` (steps.save_trained layout).
-    With a checkpoint `sink` the run resumes from its newest loadable checkpoint and writes one every
+    """This rank's share of the alignment -> the run's summary (the same on every rank).
+
+    One step, so that N ranks compute the one-process step: every rank walks the same seeded permutation
+    of the TRAIN questions in the same global batches of `batch_size` rows (align/data.py) and takes its
+    `rank_rows` part of each; a last batch with fewer rows than ranks is skipped (and counted), since
+    under ZeRO-3 every rank must run every forward. The loss is the release's mean over the labelled
+    tokens of the WHOLE global batch: each rank returns (sum, count) of its tokens, one all-reduce gives
+    the global count, and each rank back-propagates sum * world / count (DeepSpeed averages gradients
+    over ranks). The same all-reduce tells every rank whether ANY rank's loss was non-finite, so all stop
+    together before a step ("diverged", nothing saved) instead of hanging in the next ZeRO collective; a
+    non-finite gradient norm after the step stops too.
+
+    When the run ends ok, rank 0 writes the trained weights into `save_to` (steps.save_trained layout;
+    under ZeRO-3 the module's weights are gathered for it). With a checkpoint `sink` the run resumes from
+    its newest loadable checkpoint (uqa_ray/distributed.py: each rank's ZeRO shard of what trains,
+    without the frozen LLM; the RNG; the step and losses so far) and writes one every
     `scaling.checkpoint_every` steps. `faults`: uqa_ray/faults.py."""
     import deepspeed
 
@@ -195,6 +189,12 @@ def _worker(config: dict[str, Any]) -> dict[str, Any]:
 def train_distributed(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str | Path, llm_dir: str | Path,
                       out_dir: str | Path, report: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Train under Ray Train (module doc) and write `out_dir` as train.train_alignment does.
+
+    Rank 0 reports the trained weights as the run's last checkpoint, so they reach the driver (the Tune
+    trial, possibly on another node) through Ray Train's storage; the driver copies them into `out_dir`
+    with steps.py's layout and summary, atomically. Progress reaches Tune through Ray's
+    TuneReportCallback inside a trial; each Ray Train V2 report is a collective through a synchronisation
+    actor that costs several steps' time (docs/decisions.md), hence reports every `log_every` steps only.
     `report` is unused: progress goes to Tune through Ray's callback, or to the log."""
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig

@@ -15,10 +15,8 @@ prediction (correct iff it starts with the gold string of the answer format) and
 log-likelihood (correct iff the gold option is the argmax). With letter answers (the official format) both
 are meaningful; with content answers (the embedded preset) the official rule can only credit an option
 that is a single token, so there it is a strict lower bound and the likelihood score is the one to read.
-Questions are batched longest-first so that
-left padding wastes little; results do not depend on the batching (tested against batch 1).
-Prompt tokens (paper table 7) = the tokens the LLM reads before answering: the chat template, the
-question, and the soft tokens or the text history.
+Questions are batched longest-first (little left padding; results do not depend on the batching). Prompt
+tokens (paper table 7): the chat template, the question, and the soft tokens or the text history.
 """
 from __future__ import annotations
 

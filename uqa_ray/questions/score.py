@@ -11,11 +11,8 @@ Option likelihood (as lm-eval-harness scores multiple choice): the answer is the
 per-option log-probabilities (first index on exact ties); the LM part that computes them lives in the
 evaluation stage, this module takes the (n_questions, n_options) array.
 
-Accuracy x100 per sub-task; groups and overall are MICRO averages (pooled questions). Bootstrap: with
-questions resampled with replacement, the number correct among n resampled binary outcomes is exactly
-Binomial(n, k/n), and for a paired comparison the counts of (+1, 0, -1) differences are exactly
-Multinomial(n, observed shares); so both are drawn directly (vectorized, O(n_boot)) instead of
-materializing n_boot x n indices; same distribution, seeded.
+Accuracy x100 per sub-task; groups and overall are MICRO averages (pooled questions). Bootstrap CIs are
+drawn from the exact resampling distributions (`bootstrap_ci`, `paired_bootstrap`).
 
 Score dict (other code depends on it exactly): {"overall": S, "groups": {group: S}, "subtasks": {sub: S}}
 with S = {"acc": float, "n": int, "correct": int, "ci95": [lo, hi]}; groups and sub-tasks that have no
@@ -61,7 +58,9 @@ def likelihood_correct(logprobs: np.ndarray, gold: Sequence[int]) -> np.ndarray:
 
 
 def bootstrap_ci(k: int, n: int, n_boot: int = 1000, seed: int = 0) -> list[float]:
-    """Percentile 95% CI (x100) of the accuracy k/n under resampling the n questions."""
+    """Percentile 95% CI (x100) of the accuracy k/n under resampling the n questions. With questions
+    resampled with replacement, the number correct among n resampled binary outcomes is exactly
+    Binomial(n, k/n): drawn directly (O(n_boot)) instead of materializing n_boot x n indices."""
     if n == 0:
         return [float("nan"), float("nan")]
     draws = np.random.default_rng(seed).binomial(n, k / n, size=n_boot) / n * 100.0
@@ -105,7 +104,9 @@ def accuracy_table(correct: np.ndarray, subtasks: Sequence[str], n_boot: int = 1
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 10000, seed: int = 0) -> dict:
     """System a vs b on the same questions: delta = acc(a) - acc(b) (x100), its 95% CI, and a two-sided
     p-value for "no difference" from the bootstrap distribution shifted to the null (Efron and
-    Tibshirani 1993, section 16.4): p = (1 + #{|delta* - delta| >= |delta|}) / (n_boot + 1)."""
+    Tibshirani 1993, section 16.4): p = (1 + #{|delta* - delta| >= |delta|}) / (n_boot + 1). The
+    resampled counts of (+1, 0, -1) differences are exactly Multinomial(n, observed shares): drawn
+    directly, as `bootstrap_ci` draws its Binomial."""
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     if a.shape != b.shape or a.size == 0:
         raise InputError(f"paired test needs two equal-length, non-empty correctness vectors ({a.shape}, {b.shape})")

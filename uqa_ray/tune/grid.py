@@ -11,15 +11,9 @@ one of the matching encoder trial, so it only evaluates). `answer_format`,
 `placement` and the eval batch size come from the alignment preset for EVERY method, so all rows of a
 table answer the same prompts.
 
-Restore: the Tune experiment lives at `<storage>/<experiment>-<hash of the full trial list>`. If it
-exists, `Tuner.restore` resumes it (finished trials are not re-run, interrupted ones restart). Trials
-that the restored experiment will never run - a stopped experiment (StopAfter, Tune's stop_all) marks
-its unstarted trials TERMINATED; errored trials (out of retries) are left as they are - then run as a
-follow-up experiment named after exactly that set and `max_failures` (itself restorable). Without a
-previous experiment a new Tuner runs only the trials that have no record yet
-(records are keyed by config hash). And a trial whose record exists returns it without running
-(trial.py), so no path re-runs or duplicates a finished trial, and every record written before an
-interruption is kept.
+Restore (`run_grid`): an interrupted experiment resumes under Ray Tune's own restore, trials it will
+never run go to a follow-up experiment, and a trial whose record exists returns it without running, so
+no path re-runs or duplicates a finished trial, and every record written before an interruption is kept.
 
 `llm="tiny"` is the embedded default: taught once per machine (align/instruct.py) or taken from the copy
 the package ships, cached in the user cache (align/lm_cache.py) and copied beside the trials, before any
@@ -199,7 +193,15 @@ def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir:
              stop_after: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Run (or restore) the grid: (the records of its trials that exist, in trial order; the planned trials
     that have none, each {trial_id, method, config, reason, log}). `stop_after` > 0 ends this invocation
-    after that many trials finished (a budget; rerun to go on: the rest are listed as not run)."""
+    after that many trials finished (a budget; rerun to go on: the rest are listed as not run).
+
+    Restore: the Tune experiment lives at `<storage>/<experiment>-<hash of the full trial list>`. If it
+    exists, `Tuner.restore` resumes it (finished trials are not re-run, interrupted ones restart). Trials
+    that the restored experiment will never run - a stopped experiment (StopAfter, Tune's stop_all) marks
+    its unstarted trials TERMINATED; errored trials (out of retries) are left as they are - then run as a
+    follow-up experiment named after exactly that set and `max_failures` (itself restorable). Without a
+    previous experiment a new Tuner runs only the trials that have no record yet (records are keyed by
+    config hash), and a trial whose record exists returns it without running (trial.py)."""
     from ray import tune
 
     from uqa_ray.raysetup import init_ray
