@@ -63,9 +63,11 @@ def test_two_workers_score_every_eval_user_and_baselines_the_same_users(zero2, t
 
 def test_one_worker_sliding_windows_same_eval_users(zero2, tiny_data, tmp_path):
     # One worker instead of two: the same eval users and baselines. Sliding windows: one epoch is
-    # every window of every training user (count_windows), cut into micro-batches.
+    # every window of every training user (count_windows), cut into micro-batches. The loss is the mixed
+    # sampled softmax, whose in-batch proposal needs the training popularity in the worker.
     res = pretrain(_cfg(tiny_data, tmp_path, zero_stage=0, windows="sliding", optim={"epochs": 1},
-                        scaling={"num_workers": 1, "cpus_per_worker": 1}, checkpoint_every=0))
+                        scaling={"num_workers": 1, "cpus_per_worker": 1}, checkpoint_every=0,
+                        loss={"kind": "sampled", "sampler": "mixed", "n_negatives": 64}))
     assert res.status == "ok"
     m = res.metrics
     for k in ("eval/n", "baseline/most_popular/HR@10", "baseline/recent_popular/NDCG@10"):

@@ -89,8 +89,8 @@ def export_encoder(ckpt_dir: Path, cfg: PretrainConfig, enc_cfg, out: Path) -> P
             state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=CKPT_TAG)
     else:
         state = torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
-    with torch.device("meta"):
-        model = PretrainObjective(enc_cfg, cfg.loss)
+    with torch.device("meta"):  # only the encoder is exported: the loss (and a sampler's proposal) plays no part
+        model = PretrainObjective(enc_cfg)
     # zero_to_fp32 returns parameters only; the objective's sole buffer is the sampler's step counter.
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False, assign=True)
     missing = [n for n, t in model.encoder.state_dict().items() if t.is_meta]
