@@ -9,11 +9,11 @@ and nothing else is reused. Seed s > 0 changes every training draw - the eval qu
 encoders' initialisation and batches, the adapters' - and keeps the synthetic world, whose catalog and
 user split the shipped LM was taught on (`questions.seed`, `pretrain.seed`, `grid.seeds`).
 
-From the run's own result records and `fit_params.json` (never from its log) the JSON records, per seed:
-wall time, each size's overall accuracy with its 95% CI and pretraining HR@10, the controls, the power-law
-fit, and the checks of issue 13's "done when": the largest size's CI above the smallest's and above the
-no-embedding control's, the random control inside the no-embedding CI, power-law R^2 >= 0.8, pretraining HR@10
-rising and eval next-item loss falling (issue 12).
+From the run's own result records, `fit_params.json` and event log (never from its console) the JSON
+records, per seed: wall time and each stage's, each size's overall accuracy with its 95% CI and
+pretraining HR@10, the controls, the power-law fit, and the checks of issue 13's "done when": the largest
+size's CI above the smallest's and above the no-embedding control's, the random control inside the
+no-embedding CI, power-law R^2 >= 0.8, pretraining HR@10 rising and eval next-item loss falling (issue 12).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from uqa_ray.io import write_json  # noqa: E402
+from uqa_ray.lab.events import read_events  # noqa: E402
 
 EXPERIMENT = "scale_model_size"
 
@@ -89,6 +90,7 @@ def run_seed(seed: int, config: str, keep: Path | None) -> dict:
     wall = time.perf_counter() - t0
     entry = {"seed": seed, "sets": seed_sets(seed), "returncode": rc, "wall_s": round(wall, 1), "log": str(log)}
     reports, results = work / "lab" / "reports" / EXPERIMENT, work / "lab" / "results" / EXPERIMENT
+    entry["stages_s"] = {e["stage"]: e["wall_s"] for e in read_events(work / "lab")}  # the lab's event log
     if rc == 0:
         fit = json.loads((reports / "fit_params.json").read_text())
         entry.update(summarize(results, fit))

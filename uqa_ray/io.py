@@ -109,6 +109,18 @@ def write_new_json(path: str | os.PathLike, obj: Any) -> Path:
     return path
 
 
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one JSON line in one O_APPEND write: lines of concurrent writers never interleave, and no
+    earlier line is ever rewritten."""
+    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
 def _writer_alive(pid: int, since: float) -> bool:
     """Whether process `pid` of this host may still own a temporary last modified at `since`."""
     try:

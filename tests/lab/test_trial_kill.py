@@ -25,6 +25,7 @@ import pytest
 from tests.lab.test_driver_kill import EXPERIMENT, ROOT, _env, _kill
 from uqa_ray.config import load_yaml
 from uqa_ray.io import EXIT_INCOMPLETE
+from uqa_ray.lab.events import read_events
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +113,11 @@ def test_a_killed_trial_is_named_without_retries_and_retried_with_them(tmp_path)
     assert f"[tune] FAILED {tid} after its retries" in out and "Trial status" not in out
     epochs = [ln.split(") ", 1)[-1] for ln in out.splitlines() if "[pretrain] epoch 1 done:" in ln]
     assert len(epochs) == len(set(epochs)) == len(ci["variants"]), epochs
+    # The event log: a line per stage of this run, the trial counts as the done line says them.
+    first = read_events(work)
+    assert [e["stage"] for e in first] == ["data", "questions", "pretrain", "trials", "analysis", "run"]
+    assert first[3]["figures"] == {"trials": planned - 1, "ok": planned - 1, "missing": 1}
+    assert first[-1]["figures"]["not_ok"] == 1 and all(e["error"] is None and e["wall_s"] >= 0 for e in first)
 
     # The same command with the default retries: the killed trial runs again (and is killed again once).
     rc, out, killed = _run(work, tmp_path / "run1.log")
@@ -123,3 +129,6 @@ def test_a_killed_trial_is_named_without_retries_and_retried_with_them(tmp_path)
     record = json.loads((work / "results" / EXPERIMENT / f"{tid}.json").read_text())
     assert record["status"] == "ok"
     assert json.loads((reports / "fit_params.json").read_text())["ours"]["missing"] == []
+    second = read_events(work)  # the rerun's lines follow the first run's, which stay
+    assert second[-1]["figures"]["ok"] == planned and second[0]["run"] != first[0]["run"]
+    assert read_events(work, first[0]["run"]) == first

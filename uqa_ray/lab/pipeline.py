@@ -15,6 +15,7 @@ from uqa_ray.config import ConfigError, build, content_hash, to_dict
 from uqa_ray.data.schema import ALIGN_FILES, META_FILE, QUESTIONS_FILES
 from uqa_ray.io import say
 from uqa_ray.lab.config import LabConfig
+from uqa_ray.lab.events import Events
 
 
 def _say(msg: str) -> None:
@@ -210,22 +211,38 @@ def run(cfg: LabConfig) -> dict[str, Any]:
     check(cfg)
     t0 = time.perf_counter()
     work = Path(cfg.workdir).resolve()
-    sweep(work, cfg.experiment)
-    init_ray()
-    data = prepared_data(cfg, work)
-    questions = question_set(cfg, data, work)
-    encoders = pretrained_encoders(cfg, data, work)
-    results = work / "results" / cfg.experiment
-    records, missing = align_and_evaluate(cfg, data, questions, encoders, results, work)
-    reports = work / "reports" / cfg.experiment
-    ids = [r["trial_id"] for r in records]
-    gaps = not_ok(encoders, records, missing, results)
-    unrun = [m for m in gaps if m["method"] == "pretrain"] + missing
-    summary = analyse(cfg, results, reports, ids, unrun) if (cfg.x != "none" or cfg.table) and records else {}
-    wall = time.perf_counter() - t0
-    line = {"experiment": cfg.experiment, "wall_s": round(wall, 1), "planned": len(records) + len(missing),
-            "trials": len(records), "ok": sum(r.get("status") == "ok" for r in records), "not_ok": len(gaps),
-            "results": str(results), "reports": str(reports)}
+    events = Events(work, cfg.experiment)  # events.jsonl: one line per stage, for benchmarks and scripts
+    with events.stage("run") as run_figures:
+        sweep(work, cfg.experiment)
+        init_ray()
+        with events.stage("data") as f:
+            data = prepared_data(cfg, work)
+            f["path"] = str(data)
+        with events.stage("questions") as f:
+            questions = question_set(cfg, data, work)
+            f["path"] = str(questions)
+        with events.stage("pretrain") as f:
+            encoders = pretrained_encoders(cfg, data, work)
+            f["runs"] = [{"run_dir": e["run_dir"], "status": e["status"], "wall_s": (e["metrics"] or {}).get("wall_s"),
+                          "HR@10": (e["metrics"] or {}).get("eval/HR@10")} for e in encoders]
+        results = work / "results" / cfg.experiment
+        with events.stage("trials") as f:
+            records, missing = align_and_evaluate(cfg, data, questions, encoders, results, work)
+            f.update(trials=len(records), ok=sum(r.get("status") == "ok" for r in records), missing=len(missing))
+        reports = work / "reports" / cfg.experiment
+        ids = [r["trial_id"] for r in records]
+        gaps = not_ok(encoders, records, missing, results)
+        unrun = [m for m in gaps if m["method"] == "pretrain"] + missing
+        summary = {}
+        if (cfg.x != "none" or cfg.table) and records:
+            with events.stage("analysis") as f:
+                summary = analyse(cfg, results, reports, ids, unrun)
+                f["files"] = summary.get("paths", [])
+        wall = time.perf_counter() - t0
+        line = {"experiment": cfg.experiment, "wall_s": round(wall, 1), "planned": len(records) + len(missing),
+                "trials": len(records), "ok": sum(r.get("status") == "ok" for r in records), "not_ok": len(gaps),
+                "results": str(results), "reports": str(reports)}
+        run_figures.update(line)
     for g in gaps:
         _say(f"NOT OK {g['trial_id']}: {g['reason']} (log: {g['log']})")
     if gaps:
