@@ -18,6 +18,7 @@ import pandas as pd
 
 from uqa_ray.align.registry import ADAPTERS
 from uqa_ray.io import InputError
+from uqa_ray.vocab import INPUT_MODES, LOSS_KINDS, STRATEGIES
 # The one definition of sub-tasks and groups (UQABench §5), shared with the scorer that wrote the records.
 from uqa_ray.questions.spec import GROUP_OF as SUBTASK_GROUP  # noqa: F401 - re-exported
 from uqa_ray.questions.spec import GROUPS, SUBTASKS
@@ -26,9 +27,6 @@ STATUSES = ("ok", "diverged", "failed")
 SCORERS = ("official", "likelihood")
 SCORE_KEYS = ("overall",) + GROUPS + SUBTASKS
 FIELDS = ("acc", "n", "correct", "lo", "hi")
-INPUT_MODES = ("full", "no_text", "no_side")
-LOSSES = ("ce", "sampled", "infonce")
-STRATEGIES = ("adapter", "full", "lora")
 META_COLUMNS = (
     "file", "experiment", "trial_id", "status", "reason", "method", "encoder", "preset", "params_dense",
     "max_len", "input_mode", "loss", "adapter", "strategy", "seed", "config_hash", "prompt_tokens",
@@ -168,15 +166,15 @@ def parse_record(path: str | Path) -> dict[str, Any]:
         row["preset"] = c.string(enc, "preset", "encoder.")
         row["params_dense"] = c.integer(enc, "params_dense", "encoder.", minimum=1)
         row["max_len"] = c.integer(enc, "max_len", "encoder.", minimum=1)
-        row["input_mode"] = c.string(enc, "input_mode", "encoder.", choices=INPUT_MODES)
-        row["loss"] = c.string(enc, "loss", "encoder.", choices=LOSSES)
+        row["input_mode"] = c.string(enc, "input_mode", "encoder.", choices=tuple(INPUT_MODES))
+        row["loss"] = c.string(enc, "loss", "encoder.", choices=tuple(LOSS_KINDS))
         pre = c.mapping(enc, "pretrain", "encoder.", nullable=True) if "pretrain" in enc else None
         for k, v in (pre or {}).items():
             if not _is_num(v):
                 c.fail(f"encoder.pretrain.{k}", f"expected a finite number, got {v!r}")
             row[f"pretrain.{k}"] = float(v)
     row["adapter"] = c.string(rec, "adapter", nullable=True, choices=tuple(ADAPTERS))
-    row["strategy"] = c.string(rec, "strategy", nullable=True, choices=STRATEGIES)
+    row["strategy"] = c.string(rec, "strategy", nullable=True, choices=tuple(STRATEGIES))
     row["seed"] = c.integer(rec, "seed")
     row.update(_scores(c, c.mapping(rec, "scores"), row["status"]))
     pt = c.get(rec, "prompt_tokens", optional=row["status"] != "ok")

@@ -29,6 +29,9 @@ from analysis.records import GROUPS, SCORERS, load_records
 from uqa_ray.align.registry import ADAPTERS
 from uqa_ray.config import ConfigError
 from uqa_ray.io import InputError, atomic_path
+from uqa_ray.vocab import INPUT_MODES, LOSS_KINDS, STRATEGIES
+
+VOCABULARIES = {"loss": LOSS_KINDS, "input_mode": INPUT_MODES, "strategy": STRATEGIES}  # record column -> registry
 
 SU, ACP, INP = GROUPS
 # Paper table 2's column order: each group's sub-tasks, then its average; overall last.
@@ -42,14 +45,10 @@ LEGEND = ("SeqU / ActP / IntP = the task groups sequence understanding, action p
 ORDER = {
     "method": ("text20", "text50", "gru4rec", "sasrec", "mamba4rec", "hstu", "trm_pp",
                "no_embedding", "random_embedding", "oracle"),
-    "loss": ("ce", "sampled", "infonce"),
-    "input_mode": ("full", "no_text", "no_side"),
-    "strategy": ("full", "adapter", "lora"),
+    **{k: tuple(v) for k, v in VOCABULARIES.items()},
 }
 LABELS = {
-    "loss": {"ce": "SL (CE)", "sampled": "SL (sampled CE)", "infonce": "CL (InfoNCE)"},
-    "input_mode": {"full": "Full Info", "no_text": "w/o Text", "no_side": "w/o Side"},
-    "strategy": {"full": "Full FT", "adapter": "Adapter", "lora": "LoRA"},
+    **VOCABULARIES,
     "method": paper.DISPLAY,
 }
 

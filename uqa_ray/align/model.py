@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uqa_ray import vocab
 from uqa_ray.align.soft_prompt import IGNORE, EncodedChat, build_inputs, llm_kwargs
 
-STRATEGIES = ("adapter", "full", "lora")
+STRATEGIES = tuple(vocab.STRATEGIES)
 # strategy -> (LLM base weights trainable, LoRA added)
 _TRAINS = {"adapter": (False, False), "full": (True, False), "lora": (False, True)}
 

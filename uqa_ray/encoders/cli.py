@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 
 from uqa_ray.encoders.base import count_params
+from uqa_ray.encoders.config import INPUT_MODES
 from uqa_ray.encoders.presets import PAPER_DENSE, PRESETS, load_vocab, preset_config
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", help="a prepared folder's meta.json (default: official vocabulary sizes)")
     p.add_argument("--max-len", type=int, default=None, help="sequence length (default: each preset's)")
-    p.add_argument("--input-mode", choices=("full", "no_text", "no_side"), default="full")
+    p.add_argument("--input-mode", choices=INPUT_MODES, default="full")
 
 
 def run(args: argparse.Namespace) -> int:

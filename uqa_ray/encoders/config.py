@@ -11,6 +11,7 @@ import dataclasses
 from typing import Literal
 
 from uqa_ray.data.schema import BPE_COLUMNS, BPE_VOCAB_KEY, ID_COLUMNS
+from uqa_ray import vocab
 from uqa_ray.encoders.registry import ENCODERS, backbone_class
 
 # Official vocabulary sizes (UQABENCH.md section 2), used when no prepared data's meta.json is given.
@@ -22,7 +23,7 @@ OFFICIAL_VOCAB: dict[str, int] = {
     "uni_seq_seller_id": 268_446,
     BPE_VOCAB_KEY: 151_936,
 }
-INPUT_MODES = ("full", "no_text", "no_side")
+INPUT_MODES = tuple(vocab.INPUT_MODES)
 
 
 def input_columns(mode: str) -> tuple[str, ...]:

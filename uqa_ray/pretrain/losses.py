@@ -25,6 +25,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from uqa_ray import vocab
+
 IGNORE = -100
 
 
@@ -43,8 +45,8 @@ class LossConfig:
     seed: int = 0  # negative sampling generator
 
     def __post_init__(self) -> None:
-        if self.kind not in ("ce", "sampled", "infonce"):
-            raise ValueError(f"kind must be ce, sampled or infonce, got {self.kind!r}")
+        if self.kind not in vocab.LOSS_KINDS:
+            raise ValueError(f"kind must be one of {tuple(vocab.LOSS_KINDS)}, got {self.kind!r}")
         if self.sampler not in ("uniform", "popularity", "mixed"):
             raise ValueError(f"sampler must be uniform, popularity or mixed, got {self.sampler!r}")
         if self.ce not in ("fused", "chunked"):
