@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from uqa_ray.data.schema import BPE_COLUMNS, BPE_VOCAB_KEY, ID_COLUMNS
 from uqa_ray import vocab
+from uqa_ray.data.schema import BPE_COLUMNS, BPE_VOCAB_KEY, ID_COLUMNS
 from uqa_ray.encoders.registry import ENCODERS, backbone_class
 
 # Official vocabulary sizes (UQABENCH.md section 2), used when no prepared data's meta.json is given.

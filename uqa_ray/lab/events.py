@@ -3,8 +3,8 @@ scripts to read instead of the console.
 
 Each line: {"run", "experiment", "stage", "start", "end" (UTC ISO), "wall_s", "figures", "error"}; `run`
 tells the runs that share a workdir apart (lines are only ever appended), `figures` holds what the stage
-reports about itself (users prepared, runs reused, trials ok, ...), `error` is the exception of a stage
-that raised (its line is still written).
+reports about itself (its output folder; each pretraining run's status, wall and HR@10; trials ok and
+missing; the report files), `error` is the exception of a stage that raised (its line is still written).
 """
 from __future__ import annotations
 
