@@ -118,6 +118,7 @@ def test_a_killed_trial_is_named_without_retries_and_retried_with_them(tmp_path)
     assert [e["stage"] for e in first] == ["data", "questions", "pretrain", "trials", "analysis", "run"]
     assert first[3]["figures"] == {"trials": planned - 1, "ok": planned - 1, "missing": 1}
     assert first[-1]["figures"]["not_ok"] == 1 and all(e["error"] is None and e["wall_s"] >= 0 for e in first)
+    assert first[-1]["figures"]["config"]["grid"]["max_failures"] == 0  # the resolved config, overrides included
 
     # The same command with the default retries: the killed trial runs again (and is killed again once).
     rc, out, killed = _run(work, tmp_path / "run1.log")

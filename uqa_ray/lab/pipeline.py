@@ -213,6 +213,7 @@ def run(cfg: LabConfig) -> dict[str, Any]:
     work = Path(cfg.workdir).resolve()
     events = Events(work, cfg.experiment)  # events.jsonl: one line per stage, for benchmarks and scripts
     with events.stage("run") as run_figures:
+        run_figures["config"] = to_dict(cfg)  # the resolved lab config (preset + overrides), in the run's line
         sweep(work, cfg.experiment)
         init_ray()
         with events.stage("data") as f:
