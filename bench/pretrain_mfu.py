@@ -21,37 +21,45 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from uqa_ray.data.schema import BPE_COLUMNS, ID_COLUMNS, PRETRAIN_SCHEMA  # noqa: E402
+from uqa_ray.data.schema import (  # noqa: E402
+    BPE_COLUMNS, ID_COLUMNS, META_FILE, PRETRAIN_FILES, PRETRAIN_SCHEMA, USERS_FILES,
+)
+from uqa_ray.data.sequences import write_splits  # noqa: E402
 from uqa_ray.encoders.config import OFFICIAL_VOCAB  # noqa: E402
 
 BAG = {"uni_seq_title_bpe_token_ids": 12}  # title tokens per click; other names 3
 
 
 def write_data(out: Path, users: int, length: int, seed: int = 0) -> None:
+    """Random clicks at the official vocabulary in the prepared format, written by the lab's own writer
+    (data/sequences.py `write_splits`, Ray-free): `users` train users and 16 eval users of `length` clicks."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", users), ("eval", 16)):
-        cols = {}
-        offsets = np.arange(0, (n + 1) * length, length, dtype=np.int32)
-        for c in ID_COLUMNS:
-            ids = rng.integers(1, OFFICIAL_VOCAB[c], n * length)
-            inner = pa.ListArray.from_arrays(np.arange(n * length + 1, dtype=np.int32), pa.array(ids))
-            cols[c] = pa.ListArray.from_arrays(offsets, inner)
-        for c in BPE_COLUMNS:
-            k = BAG.get(c, 3)
-            ids = rng.integers(1, OFFICIAL_VOCAB["bpe"], n * length * k)
-            inner = pa.ListArray.from_arrays(np.arange(0, n * length * k + 1, k, dtype=np.int32), pa.array(ids))
-            cols[c] = pa.ListArray.from_arrays(offsets, inner)
-        table = pa.table(cols).cast(PRETRAIN_SCHEMA)
-        with ipc.new_file(out / f"pretrain_data_{split}.arrow", PRETRAIN_SCHEMA) as w:
-            for b in table.to_batches(max_chunksize=256):
-                w.write_batch(b)
-    (out / "meta.json").write_text(json.dumps({"vocab": dict(OFFICIAL_VOCAB)}))
+    n = users + 16
+    offsets = np.arange(0, (n + 1) * length, length, dtype=np.int32)
+    cols = {}
+    for c in ID_COLUMNS:
+        ids = rng.integers(1, OFFICIAL_VOCAB[c], n * length)
+        inner = pa.ListArray.from_arrays(np.arange(n * length + 1, dtype=np.int32), pa.array(ids))
+        cols[c] = pa.ListArray.from_arrays(offsets, inner)
+    for c in BPE_COLUMNS:
+        k = BAG.get(c, 3)
+        ids = rng.integers(1, OFFICIAL_VOCAB["bpe"], n * length * k)
+        inner = pa.ListArray.from_arrays(np.arange(0, n * length * k + 1, k, dtype=np.int32), pa.array(ids))
+        cols[c] = pa.ListArray.from_arrays(offsets, inner)
+    user = np.arange(1, n + 1, dtype=np.int64)  # dense user ids, increasing within each split
+    side = {"user": user, "raw_user_id": user, "eval": user > users, "length": np.full(n, length, np.int64),
+            "ts": pa.ListArray.from_arrays(offsets, pa.array(np.tile(np.arange(length, dtype=np.int64), n)))}
+    table = pa.table(cols).cast(PRETRAIN_SCHEMA)
+    for name, col in side.items():
+        table = table.append_column(name, pa.array(col) if not isinstance(col, pa.Array) else col)
+    parts = (table.slice(i, 256) for i in range(0, n, 256))
+    write_splits(parts, out, PRETRAIN_FILES, USERS_FILES, rows_per_batch=256)
+    (out / META_FILE).write_text(json.dumps({"vocab": dict(OFFICIAL_VOCAB)}))
 
 
 def run_preset(data: Path, storage: Path, preset: str, steps: int, micro_batch: int, stage: int) -> dict:
