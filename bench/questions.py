@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from uqa_ray.data.schema import PRETRAIN_FILES, PRETRAIN_SCHEMA, SEQ_TYPE, USERS_FILES
+from uqa_ray.data.sequences import write_splits
 from uqa_ray.io import atomic_path, write_json
 
 SIZES = dict(items=994_447, cates=9_330, brands=149_750, shops=268_446)
@@ -93,37 +93,38 @@ def build(folder: Path, n_users: int, mean_len: float, seed: int) -> dict:
     dom = rng.integers(0, 5, size=(n_users, 3))
     n_eval = n_users // 10
     stats = {"users": n_users, "clicks": int(lens.sum()), "eval_users": n_eval}
-    for split, (lo, hi) in (("eval", (0, n_eval)), ("train", (n_eval, n_users))):
-        sink = pa.OSFile(str(folder / PRETRAIN_FILES[split]), "wb")
-        writer = ipc.new_file(sink, PRETRAIN_SCHEMA)
-        user_rows = []
-        for a in range(lo, hi, 8192):
-            b = min(a + 8192, hi)
-            L = lens[a:b]
-            u = np.repeat(np.arange(a, b), L)
-            pos = np.arange(L.sum()) - np.repeat(np.cumsum(L) - L, L)
-            phase = pos * 3 // np.repeat(L, L)
-            r = rng.random(len(u))
-            own = np.where(r < 0.55, dom[u, phase], rng.integers(0, 5, len(u)))
-            cate = np.where(r < 0.9, ucats[u, own], rng.choice(n_c, size=len(u), p=cate_w / cate_w.sum()) + 1)
-            start, size = cate_items[cate - 1], cate_items[cate] - cate_items[cate - 1]
-            item = start + (size * rng.random(len(u)) ** 3).astype(np.int64) + 1  # popular items first
-            per = {"item": item, "cate": item_cate[item - 1], "brand": item_brand[item - 1],
-                   "shop": item_shop[item - 1], "seller": item_shop[item - 1]}
-            outer = pa.array(np.concatenate([[0], np.cumsum(L)]).astype(np.int32))
-            one = pa.array(np.arange(len(u) + 1, dtype=np.int32))
-            cols = [pa.ListArray.from_arrays(outer, pa.ListArray.from_arrays(one, pa.array(per[c])))
-                    for c in ("item", "cate", "brand", "shop", "seller")]
-            for c in ("title", "cate", "shop", "brand", "seller"):
-                src = per["item"] if c == "title" else per[c]
-                cols.append(pa.ListArray.from_arrays(outer, bpe[c].take(pa.array(src))).cast(SEQ_TYPE))
-            writer.write_batch(pa.record_batch(cols, schema=PRETRAIN_SCHEMA))
-            user_rows.append((a, b))
-        writer.close()
-        sink.close()
-        rows = np.arange(hi - lo)
-        pq.write_table(pa.table({"row": rows, "user": rows + lo + 1, "raw_user_id": rows + lo + 10**8,
-                                 "length": lens[lo:hi]}), folder / USERS_FILES[split])
+    def chunks():  # eval users first, then train, 8,192 users at a time, in the prepared format
+        for lo, hi in ((0, n_eval), (n_eval, n_users)):
+            for a in range(lo, hi, 8192):
+                b = min(a + 8192, hi)
+                L = lens[a:b]
+                u = np.repeat(np.arange(a, b), L)
+                pos = np.arange(L.sum()) - np.repeat(np.cumsum(L) - L, L)
+                phase = pos * 3 // np.repeat(L, L)
+                r = rng.random(len(u))
+                own = np.where(r < 0.55, dom[u, phase], rng.integers(0, 5, len(u)))
+                cate = np.where(r < 0.9, ucats[u, own], rng.choice(n_c, size=len(u), p=cate_w / cate_w.sum()) + 1)
+                start, size = cate_items[cate - 1], cate_items[cate] - cate_items[cate - 1]
+                item = start + (size * rng.random(len(u)) ** 3).astype(np.int64) + 1  # popular items first
+                per = {"item": item, "cate": item_cate[item - 1], "brand": item_brand[item - 1],
+                       "shop": item_shop[item - 1], "seller": item_shop[item - 1]}
+                outer = pa.array(np.concatenate([[0], np.cumsum(L)]).astype(np.int32))
+                one = pa.array(np.arange(len(u) + 1, dtype=np.int32))
+                cols = [pa.ListArray.from_arrays(outer, pa.ListArray.from_arrays(one, pa.array(per[c])))
+                        for c in ("item", "cate", "brand", "shop", "seller")]
+                for c in ("title", "cate", "shop", "brand", "seller"):
+                    src = per["item"] if c == "title" else per[c]
+                    cols.append(pa.ListArray.from_arrays(outer, bpe[c].take(pa.array(src))).cast(SEQ_TYPE))
+                users = np.arange(a, b, dtype=np.int64)
+                side = {"user": pa.array(users + 1), "raw_user_id": pa.array(users + 10**8),
+                        "eval": pa.array(users < n_eval), "length": pa.array(L),
+                        "ts": pa.ListArray.from_arrays(outer, pa.array(pos.astype(np.int64)))}
+                table = pa.Table.from_arrays(cols, schema=PRETRAIN_SCHEMA)
+                for name, col in side.items():
+                    table = table.append_column(name, col)
+                yield table
+
+    write_splits(chunks(), folder, PRETRAIN_FILES, USERS_FILES, rows_per_batch=8192)  # the lab's own writer
     (folder / "meta.json").write_text(json.dumps({"synthetic": "bench/questions.py", **stats}))
     stats["build_s"] = time.perf_counter() - t0
     return stats
