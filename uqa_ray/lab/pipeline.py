@@ -1,7 +1,8 @@
 """Run an experiment end to end, reusing every stage whose output exists for the same config.
 
-Each stage writes under `<workdir>/<stage>/<content hash>/` atomically, so a killed run leaves either a
-finished output (reused by the rerun) or nothing. Pretraining runs resume from their checkpoints, and
+Each stage writes under `<workdir>/<stage>/<content hash>/` and is reused only when its markers are all
+there (`lab/stage.py`), so a killed run leaves either a finished output (reused by the rerun) or one that
+is built again. Pretraining runs resume from their checkpoints, and
 alignment trials whose result record exists are not run again (uqa_ray.tune).
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from uqa_ray.data.schema import ALIGN_FILES, META_FILE, QUESTIONS_FILES
 from uqa_ray.io import say
 from uqa_ray.lab.config import LabConfig
 from uqa_ray.lab.events import Events
+from uqa_ray.lab.stage import Stage
 
 
 def _say(msg: str) -> None:
@@ -29,14 +31,14 @@ def raw_data(cfg: LabConfig, work: Path) -> Path:
     from uqa_ray.data.synthetic import generate, preset
 
     scfg = preset(cfg.synth, cfg.synth_overrides)
-    out = work / "raw" / f"{cfg.synth}-{content_hash(scfg, cfg.seed)}"
-    if (out / "synth.json").exists():
-        _say(f"synth: reusing {out}")
-        return out
-    t0 = time.perf_counter()
-    generate(scfg, out, seed=cfg.seed, preset_name=cfg.synth)
-    _say(f"synth: {cfg.synth} log written to {out} in {time.perf_counter() - t0:.0f}s")
-    return out
+    stage = Stage("synth", work / "raw" / f"{cfg.synth}-{content_hash(scfg, cfg.seed)}", ("synth.json",))
+
+    def build() -> None:
+        t0 = time.perf_counter()
+        generate(scfg, stage.folder, seed=cfg.seed, preset_name=cfg.synth)
+        _say(f"synth: {cfg.synth} log written to {stage.folder} in {time.perf_counter() - t0:.0f}s")
+
+    return stage.get(build, _say)
 
 
 def prepared_data(cfg: LabConfig, work: Path) -> Path:
@@ -46,23 +48,23 @@ def prepared_data(cfg: LabConfig, work: Path) -> Path:
     if cfg.official:
         from uqa_ray.data.official import prepare_official
 
-        out = work / "data" / f"official-{content_hash(str(Path(cfg.official).resolve()), cfg.tokenizer)}"
-        if not (out / META_FILE).exists():
-            prepare_official(cfg.official, out, tokenizer=cfg.tokenizer or None)
-        return out
+        key = content_hash(str(Path(cfg.official).resolve()), cfg.tokenizer)
+        stage = Stage("prepare", work / "data" / f"official-{key}", (META_FILE,))
+        return stage.get(lambda: prepare_official(cfg.official, stage.folder, tokenizer=cfg.tokenizer or None), _say)
     raw = raw_data(cfg, work)
     pcfg = build(PrepareConfig, {"seed": cfg.seed}, cfg.prepare)
     text = [] if cfg.tokenizer else prompt_text()  # what the embedded tokenizer learns besides the catalog
-    out = work / "data" / f"prep-{content_hash(str(raw.resolve()), pcfg, cfg.tokenizer, text)}"
-    if (out / META_FILE).exists():
-        _say(f"prepare: reusing {out}")
-        return out
-    t0 = time.perf_counter()
-    meta = prepare(raw, out, pcfg, tokenizer=cfg.tokenizer or None, prompt_text=text)
-    counts = meta.get("counts", {})
-    _say(f"prepare: {counts.get('train_users', '?')} train / {counts.get('eval_users', '?')} eval users "
-         f"in {time.perf_counter() - t0:.0f}s -> {out}")
-    return out
+    stage = Stage("prepare", work / "data" / f"prep-{content_hash(str(raw.resolve()), pcfg, cfg.tokenizer, text)}",
+                  (META_FILE,))
+
+    def make() -> None:
+        t0 = time.perf_counter()
+        meta = prepare(raw, stage.folder, pcfg, tokenizer=cfg.tokenizer or None, prompt_text=text)
+        counts = meta.get("counts", {})
+        _say(f"prepare: {counts.get('train_users', '?')} train / {counts.get('eval_users', '?')} eval users "
+             f"in {time.perf_counter() - t0:.0f}s -> {stage.folder}")
+
+    return stage.get(make, _say)
 
 
 def question_set(cfg: LabConfig, data: Path, work: Path) -> Path:
@@ -74,24 +76,26 @@ def question_set(cfg: LabConfig, data: Path, work: Path) -> Path:
     from uqa_ray.questions.spec import QuestionConfig
 
     qcfg = build(QuestionConfig, {"seed": cfg.seed}, cfg.questions)
-    out = work / "questions" / f"q-{content_hash(str(data.resolve()), qcfg)}"
-    if all((out / f).exists() for f in list(ALIGN_FILES.values()) + list(QUESTIONS_FILES.values())
-           + [e.name for e in data.iterdir()]):
-        _say(f"questions: reusing {out}")
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    # The questions folder is a complete data folder for the trials: link the prepared files beside
-    # them. Linked BEFORE the question files are written, since their presence is what marks the folder
-    # reusable: a run killed between the two used to leave question files without links, and its rerun
-    # reused that folder and failed every trial (no meta.json, no tokenizer).
-    for entry in data.iterdir():
-        if not (out / entry.name).is_symlink() and not (out / entry.name).exists():
-            (out / entry.name).symlink_to(entry.resolve())
-    summary = generate(data, qcfg, out)
-    made = {s: sum(v["made"] for v in d["subtasks"].values()) for s, d in summary["splits"].items()}
-    _say(f"questions: {made} in {time.perf_counter() - t0:.0f}s -> {out}")
-    return out
+    # Complete = the question files AND the links to every prepared file (the trials read meta.json, the
+    # tokenizer, ... from this folder).
+    stage = Stage("questions", work / "questions" / f"q-{content_hash(str(data.resolve()), qcfg)}",
+                  (*ALIGN_FILES.values(), *QUESTIONS_FILES.values(), *(e.name for e in data.iterdir())))
+
+    def make() -> None:
+        out = stage.folder
+        out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        # Linked BEFORE the question files are written, since their presence is what marks the folder
+        # reusable: a run killed between the two used to leave question files without links, and its rerun
+        # reused that folder and failed every trial (no meta.json, no tokenizer).
+        for entry in data.iterdir():
+            if not (out / entry.name).is_symlink() and not (out / entry.name).exists():
+                (out / entry.name).symlink_to(entry.resolve())
+        summary = generate(data, qcfg, out)
+        made = {s: sum(v["made"] for v in d["subtasks"].values()) for s, d in summary["splits"].items()}
+        _say(f"questions: {made} in {time.perf_counter() - t0:.0f}s -> {out}")
+
+    return stage.get(make, _say)
 
 
 def pretrained_encoders(cfg: LabConfig, data: Path, work: Path) -> list[dict[str, Any]]:
