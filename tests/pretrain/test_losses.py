@@ -243,6 +243,16 @@ def test_cosine_similarity_is_what_training_the_eval_loss_and_the_ranking_use():
     cos[:, 0] = float("-inf")
     assert torch.equal(target_ranks(last, obj.item_vectors(table), target), ranks_from_scores(cos, target))
     torch.testing.assert_close(obj.score_last(b).softmax(-1), (cos / 0.5).softmax(-1))
+    # The sampled and in-batch losses normalise only the rows they read: the same as from a normalised table.
+    for loss in (LossConfig(kind="sampled", n_negatives=8), LossConfig(kind="infonce", normalize=False)):
+        obj.loss_cfg = loss
+        obj.sample_step.zero_()
+        got = obj(b)["loss"]
+        rows, tgt = obj._rows(obj.queries(obj.encoder(b)), b)
+        table = F.normalize(obj.item_table(), dim=-1)
+        want = (sampled_softmax(rows, table, tgt, 8, torch.Generator().manual_seed(0)) if loss.kind == "sampled"
+                else info_nce(rows, table, tgt, loss.temperature, False))
+        torch.testing.assert_close(got, want)
 
 
 def test_chunked_bf16_inputs_accumulate_in_fp32():

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -220,6 +220,7 @@ def sampled_softmax(
     generator: torch.Generator,
     log_q: torch.Tensor | None = None,
     in_batch_log_q: torch.Tensor | None = None,
+    rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Softmax over {target} + negatives shared by all rows: `n_negatives` items drawn (with replacement)
     from q (`log_q`; None = uniform) and, with `in_batch_log_q`, every row's target as well (mixed negative
@@ -229,8 +230,10 @@ def sampled_softmax(
     logQ correction (Bengio & Senecal 2008; Yi et al. 2019): every logit has the log of its item's
     expected count among the negatives subtracted (n_negatives q(j), plus rows p(j) in-batch), so the
     estimate is consistent for the full softmax; with uniform draws alone it is a constant and is skipped.
-    A negative equal to the row's target is masked out (an accidental hit is not a negative).
+    A negative equal to the row's target is masked out (an accidental hit is not a negative). `rows` maps
+    the item rows the loss reads (cosine scoring normalises only those, not the whole table).
     """
+    rows = rows or (lambda x: x)
     valid = target >= 0
     hv, tv = h[valid], target[valid]
     if hv.shape[0] == 0:
@@ -251,8 +254,8 @@ def sampled_softmax(
         return torch.logaddexp(torch.as_tensor(drawn, device=ids.device).float(),
                                math.log(len(tv)) + in_batch_log_q[ids].float())
 
-    pos_logit = (hv * w[tv]).sum(-1, keepdim=True).float()
-    neg_logit = (hv @ w[neg].T).float()
+    pos_logit = (hv * rows(w[tv])).sum(-1, keepdim=True).float()
+    neg_logit = (hv @ rows(w[neg]).T).float()
     if log_q is not None or in_batch_log_q is not None:
         pos_logit = pos_logit - log_count(tv)[:, None]
         neg_logit = neg_logit - log_count(neg)[None, :]
@@ -262,15 +265,17 @@ def sampled_softmax(
 
 
 def info_nce(
-    h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, temperature: float = 0.1, normalize: bool = True
+    h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, temperature: float = 0.1, normalize: bool = True,
+    rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """In-batch InfoNCE: row i's positive is its target item; the other rows' targets are its negatives
-    (rows sharing the same target item are masked, not counted as negatives)."""
+    (rows sharing the same target item are masked, not counted as negatives). `rows` as in
+    `sampled_softmax`."""
     valid = target >= 0
     hv, tv = h[valid], target[valid]
     if hv.shape[0] == 0:
         return h.sum() * 0.0
-    e = w[tv]
+    e = rows(w[tv]) if rows else w[tv]
     if normalize:
         hv, e = F.normalize(hv.float(), dim=-1), F.normalize(e.float(), dim=-1)
     logits = (hv @ e.T).float() / temperature

@@ -75,19 +75,19 @@ class PretrainObjective(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{"loss": mean loss over predicted positions (0-dim), "n": their number (0-dim long tensor)}."""
         q, tgt = self._rows(self.queries(self.encoder(batch)), batch)
-        w, cfg = self.item_vectors(self.item_table()), self.loss_cfg
-        if cfg.kind == "ce":
-            loss = full_cross_entropy(q, w, tgt, cfg)
-        elif cfg.kind == "sampled":
+        w, cfg = self.item_table(), self.loss_cfg
+        if cfg.kind == "ce":  # reads every row
+            loss = full_cross_entropy(q, self.item_vectors(w), tgt, cfg)
+        elif cfg.kind == "sampled":  # this and InfoNCE map only the rows they read (`rows`)
             step = int(self.sample_step)
             if self.training:
                 self.sample_step += 1
             gen = torch.Generator(device=q.device).manual_seed(cfg.seed * 1_000_003 + step)
             mixed = cfg.sampler == "mixed"  # uniform draws + in-batch targets (drawn by popularity)
             loss = sampled_softmax(q, w, tgt, cfg.n_negatives, gen, None if mixed else self.log_pop,
-                                   self.log_pop if mixed else None)
+                                   self.log_pop if mixed else None, rows=self.item_vectors)
         else:
-            loss = info_nce(q, w, tgt, cfg.temperature, cfg.normalize)
+            loss = info_nce(q, w, tgt, cfg.temperature, cfg.normalize, rows=self.item_vectors)
         return {"loss": loss, "n": (tgt >= 0).sum()}
 
     def last_queries(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
