@@ -2,11 +2,14 @@
 
 The pretraining figures have one source: the suite's quiet run (BENCHMARKS.md, "Latest numbers"), whose
 JSON the committed bench/results/pretrain.json is a copy of; replace both together. `--ce-only` writes
-bench/results/ce.json (BENCHMARKS.md, "Full-vocabulary CE").
+bench/results/ce.json (BENCHMARKS.md, "Full-vocabulary CE"); `--step-only` runs the whole-step comparison
+alone into bench/work/pretrain_step.json (a quick look, not a committed figure).
 
 1. Throughput (positions/s) of Trm++ at the official dims (4 layers, d 512, seq 512), fp32: forward +
-   backward + AdamW step with the chunked CE at the official vocabulary (994,447 items) and at `small`'s
-   (5,000), beside the official-vocabulary step on a stand-in loss (no item softmax): the CE's share.
+   backward + optimizer step at the official vocabulary (994,447 items) on each path of STEP_PATHS side by
+   side (chunked CE with dense tables, the path before issue 15, against the fused CE, sampled softmax
+   and row-sparse tables), then at `small`'s vocabulary (5,000), and on a stand-in loss (no item
+   softmax): the CE's share.
 2. The full-vocabulary CE at 1M items (item dim 128, 512 positions): naive, chunked and fused side by
    side, each forward + backward in a fresh subprocess (`--ce-repeats` rounds, kinds alternating): wall
    time, the loss's own memory (peak RSS - RSS before it), max relative error of loss and gradients.
@@ -15,13 +18,14 @@ bench/results/ce.json (BENCHMARKS.md, "Full-vocabulary CE").
    loss's own peak over what was allocated before it), and bf16 positions/s of a training step with that
    step's peak allocated memory (`throughput.train_peak_allocated_mb`, measured after a reset).
 
-Usage: python bench/pretrain.py [--steps 2] [--batch 2] [--mem-batch 1] [--mem-len 512] [--items 1000000]
-                                [--ce-only] [--ce-repeats 3]
+Usage: python bench/pretrain.py [--steps 2] [--batch 2] [--rounds 1] [--mem-batch 1] [--mem-len 512]
+                                [--items 1000000] [--ce-only] [--ce-repeats 3] [--step-only]
        python bench/pretrain.py --gpu
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -44,6 +48,7 @@ from uqa_ray.pretrain.losses import (  # noqa: E402
     LossConfig, chunked_cross_entropy, fused_cross_entropy, naive_cross_entropy,
 )
 from uqa_ray.pretrain.objective import PretrainObjective  # noqa: E402
+from uqa_ray.pretrain.tables import RowSparseAdam  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -67,40 +72,85 @@ SMALL_VOCAB = {"uni_seq_item_id": 5_001, "uni_seq_cate_id": 201, "uni_seq_brand_
                "uni_seq_shop_id": 1_601, "uni_seq_seller_id": 1_601, "bpe": 8_000}
 
 
-def time_steps(cfg, vocab: dict[str, int], steps: int, batch: int, seq: int, stand_in: bool) -> dict:
+# The whole step at the official vocabulary, each path behind its flags (issue 15): name -> (loss, tables).
+# The first is the path before issue 15 (chunked CE, every table row updated by AdamW each step).
+STEP_PATHS = {
+    "official_vocab_chunked_ce": (LossConfig(kind="ce", ce="chunked", chunk_size=32768), "dense"),
+    "official_vocab_fused_ce": (LossConfig(kind="ce"), "dense"),
+    "official_vocab_fused_ce_sparse_tables": (LossConfig(kind="ce"), "sparse"),
+    "official_vocab_sampled": (LossConfig(kind="sampled", sampler="popularity", n_negatives=1024), "dense"),
+    "official_vocab_sampled_sparse_tables": (LossConfig(kind="sampled", sampler="popularity", n_negatives=1024),
+                                             "sparse"),
+}
+BASELINE_PATH = "official_vocab_chunked_ce"
+
+
+def zipf_counts(items: int) -> torch.Tensor:
+    """Training counts for the popularity sampler: Zipf over a seeded permutation of the item ids."""
+    g = torch.Generator().manual_seed(0)
+    counts = torch.zeros(items)
+    counts[1 + torch.randperm(items - 1, generator=g)] = 1e6 / torch.arange(1, items).float()
+    return counts
+
+
+def time_steps(cfg, vocab: dict[str, int], steps: int, batch: int, seq: int, loss: LossConfig | None = None,
+               tables: str = "dense", stand_in: bool = False) -> dict:
+    """Forward + backward + optimizer step as the lab's loop makes it (pretrain/loop.py): AdamW over the
+    dense parameters, and with `tables` "sparse" RowSparseAdam over the tables the objective hands it."""
     torch.manual_seed(0)
-    obj = PretrainObjective(cfg, LossConfig(kind="ce", chunk_size=32768))
-    opt = torch.optim.AdamW(obj.parameters(), lr=4e-4, betas=(0.9, 0.999), weight_decay=0.0)
+    loss = loss or LossConfig(kind="ce", ce="chunked", chunk_size=32768)
+    counts = zipf_counts(vocab["uni_seq_item_id"]) if loss.kind == "sampled" and loss.sampler != "uniform" else None
+    obj = PretrainObjective(cfg, loss, counts)
+    sparse = obj.sparse_tables() if tables == "sparse" else []
+    ids = {id(p) for p in sparse}
+    hp = {"lr": 4e-4, "betas": (0.9, 0.999), "eps": 1e-8}
+    opt = torch.optim.AdamW([p for p in obj.parameters() if id(p) not in ids], weight_decay=0.0, **hp)
+    table_opt = RowSparseAdam({n: p for n, p in obj.named_parameters() if id(p) in ids}, **hp) if sparse else None
     times = []
     for step in range(steps + 1):  # the first step warms up (allocations, AdamW state)
         b = synthetic_batch(batch, seq, vocab, seed=step)
         t0 = time.perf_counter()
         if stand_in:  # same encoder + head, a loss with no item softmax
-            loss, n = obj.head(obj.encoder(b)).pow(2).mean(), batch * (seq - 1)
+            out_loss, n = obj.head(obj.encoder(b)).pow(2).mean(), batch * (seq - 1)
         else:
             out = obj(b)
-            loss, n = out["loss"], int(out["n"])
+            out_loss, n = out["loss"], int(out["n"])
         opt.zero_grad(set_to_none=False)
-        loss.backward()
+        out_loss.backward()
+        if table_opt:
+            table_opt.step()
         opt.step()
         if step:
             times.append(time.perf_counter() - t0)
     mean = sum(times) / len(times)
-    return {"items": vocab["uni_seq_item_id"], "params": count_params(obj), "step_s": times,
-            "mean_step_s": mean, "positions_per_s": n / mean, "final_loss": loss.item()}
+    return {"items": vocab["uni_seq_item_id"], "params": count_params(obj), "loss": dataclasses.asdict(loss),
+            "tables": tables, "step_s": times, "mean_step_s": mean, "positions_per_s": n / mean,
+            "final_loss": out_loss.item()}
 
 
-def throughput(steps: int, batch: int, seq: int) -> dict:
+def throughput(steps: int, batch: int, seq: int, rounds: int = 1) -> dict:
+    """Every path of STEP_PATHS side by side in one run (`rounds` times, paths alternating; each path's best
+    round kept), its ratio to the baseline path, then the stand-in loss and `small`'s vocabulary."""
     cfg = preset_config("trm_pp-official", OFFICIAL_VOCAB, max_len=seq)
-    out: dict = {"encoder": "trm_pp-official", "dtype": "float32", "optimizer": "AdamW",
+    out: dict = {"encoder": "trm_pp-official", "dtype": "float32", "rounds": rounds,
+                 "optimizer": "AdamW (+ RowSparseAdam: sparse tables)",
                  "dims": {"layers": cfg.n_layers, "d_model": cfg.d_model, "heads": cfg.n_heads,
                           "ffn": 1536, "seq": seq, "batch": batch}}
-    out["official_vocab_chunked_ce"] = time_steps(cfg, OFFICIAL_VOCAB, steps, batch, seq, stand_in=False)
+    runs: dict[str, list[dict]] = {name: [] for name in STEP_PATHS}
+    for _ in range(rounds):
+        for name, (loss, tables) in STEP_PATHS.items():
+            runs[name].append(time_steps(cfg, OFFICIAL_VOCAB, steps, batch, seq, loss, tables))
+            print(f"{name}: {runs[name][-1]['positions_per_s']:.1f} positions/s", flush=True)
+    for name, rs in runs.items():
+        out[name] = {**max(rs, key=lambda r: r["positions_per_s"]),
+                     "positions_per_s_all": [r["positions_per_s"] for r in rs]}
+    base = out[BASELINE_PATH]["positions_per_s"]
+    out["x_baseline"] = {name: out[name]["positions_per_s"] / base for name in STEP_PATHS}
     out["official_vocab_no_item_softmax"] = time_steps(cfg, OFFICIAL_VOCAB, steps, batch, seq, stand_in=True)
     small = preset_config("trm_pp-official", SMALL_VOCAB, max_len=seq)
-    out["small_vocab_chunked_ce"] = time_steps(small, SMALL_VOCAB, steps, batch, seq, stand_in=False)
+    out["small_vocab_chunked_ce"] = time_steps(small, SMALL_VOCAB, steps, batch, seq)
     out["ce_share_of_step_official_vocab"] = 1 - (
-        out["official_vocab_no_item_softmax"]["mean_step_s"] / out["official_vocab_chunked_ce"]["mean_step_s"])
+        out["official_vocab_no_item_softmax"]["mean_step_s"] / out[BASELINE_PATH]["mean_step_s"])
     return out
 
 
@@ -236,7 +286,10 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--chunk", type=int, default=32768)
     ap.add_argument("--ce-repeats", type=int, default=3, help="rounds of the CE comparison (best time kept)")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of the step comparison (best kept per path)")
     ap.add_argument("--ce-only", action="store_true", help="the CE comparison alone -> bench/results/ce.json")
+    ap.add_argument("--step-only", action="store_true",
+                    help="the whole-step comparison alone -> bench/work/pretrain_step.json")
     ap.add_argument("--gpu", action="store_true", help="CUDA mode -> bench/results/pretrain_gpu.json")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -246,16 +299,18 @@ def main() -> None:
         print(json.dumps(res, indent=2))
         return
     torch.manual_seed(0)
-    result = {
+    result: dict = {
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(), "load_avg_at_start": os.getloadavg()},
-        "memory": memory(args.mem_batch, args.mem_len, args.items, 128, args.chunk, args.ce_repeats),
     }
+    if not args.step_only:
+        result["memory"] = memory(args.mem_batch, args.mem_len, args.items, 128, args.chunk, args.ce_repeats)
     if not args.ce_only:
-        result["throughput"] = throughput(args.steps, args.batch, args.seq)
+        result["throughput"] = throughput(args.steps, args.batch, args.seq, args.rounds)
     result["machine"]["load_avg_at_end"] = os.getloadavg()
-    default = "ce.json" if args.ce_only else "pretrain.json"
-    write_json(args.out or ROOT / "bench" / "results" / default, result)
+    default = ROOT / "bench" / ("work/pretrain_step.json" if args.step_only else
+                                "results/ce.json" if args.ce_only else "results/pretrain.json")
+    write_json(args.out or default, result)
     print(json.dumps(result, indent=2))
 
 

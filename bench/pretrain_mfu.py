@@ -1,12 +1,14 @@
-"""bf16 MFU of Trm++ presets on one GPU: the real per-worker loop under torchrun + DeepSpeed.
+"""bf16 MFU of Trm++ presets on one GPU: the real per-worker loop under torchrun + DeepSpeed (no Ray).
 
 Writes official-format Arrow files with the official vocabulary sizes (random ids: throughput does not
-depend on the values), then for each preset runs `python -m torch.distributed.run --nproc_per_node 1
--m uqa_ray.pretrain.torchrun` for a fixed number of steps and reads the loop's own metrics
-(positions/s excluding the first step, MFU against the device's dense bf16 peak). Output:
-`bench/results/pretrain_mfu.json`.
+depend on the values), then for each preset and each training path (PATHS: the full CE with dense tables,
+the default; sampled softmax with row-sparse tables) runs `python -m torch.distributed.run
+--nproc_per_node 1 -m uqa_ray.pretrain.torchrun` for a fixed number of steps and reads the loop's own
+metrics (positions/s excluding the first step, MFU against the device's dense bf16 peak). Then a
+torch.profiler table of the top 10 ops of a few plain training steps (the objective and its optimizers,
+no DeepSpeed) for each preset and path. Output: `bench/results/pretrain_mfu.json`.
 
-    python bench/pretrain_mfu.py --presets 85M 303M --steps 40
+    python bench/pretrain_mfu.py --presets 85M 303M --steps 40          # ~3-4 min on one H100
 """
 from __future__ import annotations
 
@@ -32,6 +34,12 @@ from uqa_ray.data.sequences import write_splits  # noqa: E402
 from uqa_ray.encoders.config import OFFICIAL_VOCAB  # noqa: E402
 
 BAG = {"uni_seq_title_bpe_token_ids": 12}  # title tokens per click; other names 3
+# name -> PretrainConfig overrides: the default path, and the one for the official vocabulary's scale
+PATHS = {
+    "ce-dense": (),
+    "sampled-sparse": ("loss.kind=sampled", "loss.sampler=popularity", "loss.n_negatives=1024",
+                       "optim.tables=sparse"),
+}
 
 
 def write_data(out: Path, users: int, length: int, seed: int = 0) -> None:
@@ -62,7 +70,8 @@ def write_data(out: Path, users: int, length: int, seed: int = 0) -> None:
     (out / META_FILE).write_text(json.dumps({"vocab": dict(OFFICIAL_VOCAB)}))
 
 
-def run_preset(data: Path, storage: Path, preset: str, steps: int, micro_batch: int, stage: int) -> dict:
+def run_preset(data: Path, storage: Path, preset: str, steps: int, micro_batch: int, stage: int,
+               path: str = "ce-dense") -> dict:
     # torch's AdamW instead of DeepSpeed's FusedAdam: the latter JIT-compiles a CUDA op (~1-2 min) on a
     # fresh machine, which is not what this benchmark measures (the optimizer step is <2% of a step here).
     ds_json = storage.parent / "ds_override.json"
@@ -71,19 +80,76 @@ def run_preset(data: Path, storage: Path, preset: str, steps: int, micro_batch: 
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "-m", "uqa_ray.pretrain.torchrun",
         "--data", str(data), "--set", f"preset={preset}", f"max_steps={steps}", f"zero_stage={stage}",
         "optim.epochs=1", f"optim.micro_batch={micro_batch}", "eval_batch=8", f"storage={storage}",
-        f"name={preset}-z{stage}", f"deepspeed={ds_json}",
+        f"name={preset}-z{stage}-{path}", f"deepspeed={ds_json}", *PATHS[path],
     ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(
                               [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))})
     if proc.returncode:
-        return {"preset": preset, "error": proc.stderr[-3000:]}
-    lines = (storage / f"{preset}-z{stage}" / "metrics.jsonl").read_text().splitlines()
+        return {"preset": preset, "path": path, "error": proc.stderr[-3000:]}
+    lines = (storage / f"{preset}-z{stage}-{path}" / "metrics.jsonl").read_text().splitlines()
     final = [json.loads(x) for x in lines if '"final"' in x][-1]
-    return {"preset": preset, "zero_stage": stage, "micro_batch": micro_batch, "steps": steps,
+    return {"preset": preset, "path": path, "zero_stage": stage, "micro_batch": micro_batch, "steps": steps,
             "wall_s": time.perf_counter() - t0,
             **{k: final[k] for k in ("positions_per_s", "mfu", "precision", "train_loss") if k in final}}
+
+
+def profile(preset: str, path: str, micro_batch: int, steps: int = 3) -> dict:
+    """torch.profiler over `steps` plain training steps (after two warm-up steps) of `preset` on `path`:
+    the objective under bf16 autocast on CUDA (fp32 on CPU), AdamW and, for sparse tables, RowSparseAdam.
+    The top 10 ops by device time (CPU time without a GPU), as rows and as torch's own table."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    from uqa_ray.config import build, parse_dotted
+    from uqa_ray.pretrain.config import PretrainConfig
+    from uqa_ray.pretrain.objective import PretrainObjective
+    from uqa_ray.pretrain.tables import RowSparseAdam
+
+    on_gpu = torch.cuda.is_available()
+    dev = torch.device("cuda" if on_gpu else "cpu")
+    cfg = build(PretrainConfig, {"preset": preset}, parse_dotted(list(PATHS[path])))
+    enc_cfg = cfg.encoder_config(dict(OFFICIAL_VOCAB))
+    counts = torch.ones(OFFICIAL_VOCAB["uni_seq_item_id"]) if cfg.loss.kind == "sampled" else None
+    torch.manual_seed(0)
+    obj = PretrainObjective(enc_cfg, cfg.loss, counts).to(dev)
+    tables = obj.sparse_tables() if cfg.optim.tables == "sparse" else []
+    ids = {id(p) for p in tables}
+    opt = torch.optim.AdamW([p for p in obj.parameters() if id(p) not in ids], lr=cfg.optim.lr, weight_decay=0.0)
+    table_opt = RowSparseAdam({n: p for n, p in obj.named_parameters() if id(p) in ids}, cfg.optim.lr,
+                              cfg.optim.betas, cfg.optim.eps) if tables else None
+    rng = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        batch = {c: torch.randint(1, OFFICIAL_VOCAB[c], (micro_batch, enc_cfg.max_len), generator=rng)
+                 for c in ID_COLUMNS}
+        batch |= {c: torch.randint(1, OFFICIAL_VOCAB["bpe"], (micro_batch, enc_cfg.max_len, BAG.get(c, 3)),
+                                   generator=rng) for c in BPE_COLUMNS}
+        batch["mask"] = torch.ones(micro_batch, enc_cfg.max_len, dtype=torch.bool)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=on_gpu):
+            loss = obj({k: v.to(dev) for k, v in batch.items()})["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if table_opt:
+            table_opt.step()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if on_gpu:
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:10]
+    total = sum(getattr(e, key) for e in prof.key_averages())
+    return {"preset": preset, "path": path, "micro_batch": micro_batch, "steps": steps, "sort": key,
+            "top10": [{"op": e.key, "calls": e.count, "self_ms": getattr(e, key) / 1e3,
+                       "share": getattr(e, key) / total if total else 0.0} for e in events],
+            "table": prof.key_averages().table(sort_by=key, row_limit=10)}
 
 
 def main() -> None:
@@ -92,6 +158,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--micro-batch", type=int, default=4, help="official: 4 per GPU")
     p.add_argument("--stage", type=int, default=2)
+    p.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
+    p.add_argument("--profile-steps", type=int, default=3, help="0: no profiler tables")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "pretrain_mfu.json"))
     args = p.parse_args()
     import torch
@@ -99,10 +167,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         write_data(data, users=(args.steps + 2) * args.micro_batch, length=512)
-        results = [run_preset(data, Path(tmp) / "runs", pr, args.steps, args.micro_batch, args.stage)
-                   for pr in args.presets]
+        results = [run_preset(data, Path(tmp) / "runs", pr, args.steps, args.micro_batch, args.stage, path)
+                   for pr in args.presets for path in args.paths]
+    profiles = [profile(pr, path, args.micro_batch, args.profile_steps)
+                for pr in args.presets for path in args.paths] if args.profile_steps else []
     out = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-           "torch": torch.__version__, "seq_len": 512, "vocab": "official (994,447 items)", "runs": results}
+           "torch": torch.__version__, "seq_len": 512, "vocab": "official (994,447 items)", "runs": results,
+           "profiles": profiles}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -40,6 +40,14 @@ def prepare_figures(r: dict) -> list[dict]:
     return out
 
 
+STEP_LABELS = {  # bench/pretrain.py STEP_PATHS beside its baseline
+    "official_vocab_fused_ce": "fused CE",
+    "official_vocab_fused_ce_sparse_tables": "fused CE + row-sparse tables",
+    "official_vocab_sampled": "sampled softmax (popularity, 1,024)",
+    "official_vocab_sampled_sparse_tables": "sampled softmax + row-sparse tables",
+}
+
+
 def pretrain_figures(r: dict) -> list[dict]:
     t, m = r["throughput"], r["memory"]
     d = t["dims"]
@@ -50,6 +58,10 @@ def pretrain_figures(r: dict) -> list[dict]:
         fig("pretrain.positions_per_s_official_vocab", "pretrain positions/s, official vocab, chunked CE",
             t["official_vocab_chunked_ce"]["positions_per_s"], "positions/s",
             f"{dims}, {t['official_vocab_chunked_ce']['items']:,} items; fwd+bwd+AdamW"),
+        *[fig(f"pretrain.x_baseline.{name}", f"whole step at the official vocab: {label} / chunked CE + dense tables",
+              t["x_baseline"][name], "x", f"{dims}; positions/s {t[name]['positions_per_s']:.1f} against "
+              f"{t['official_vocab_chunked_ce']['positions_per_s']:.1f}, one run")
+          for name, label in STEP_LABELS.items() if name in t.get("x_baseline", {})],
         fig("pretrain.positions_per_s_small_vocab", "pretrain positions/s, `small` vocab, chunked CE",
             t["small_vocab_chunked_ce"]["positions_per_s"], "positions/s",
             f"{dims}, {t['small_vocab_chunked_ce']['items']:,} items"),

@@ -95,7 +95,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         deepspeed.initialize = spy  # build_engine does `import deepspeed; deepspeed.initialize(...)`
         try:
             t0 = time.perf_counter()
-            engine, ds_cfg = loop.build_engine(cfg, enc_cfg, on_gpu=False)
+            engine, ds_cfg, _ = loop.build_engine(cfg, enc_cfg, on_gpu=False)
             build_s = time.perf_counter() - t0
         finally:
             deepspeed.initialize = real_initialize

@@ -31,6 +31,9 @@ class OptimConfig:
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1
+    # The embedding tables' updates (pretrain/tables.py): "dense" = every row each step with the engine's
+    # AdamW, as the release; "sparse" = only the rows the step read (row-sparse Adam, lazy moments).
+    tables: Literal["dense", "sparse"] = "dense"
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.epochs < 1 or self.micro_batch < 1 or self.grad_accum < 1:
@@ -40,6 +43,12 @@ class OptimConfig:
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"need warmup_steps >= 0 and min_lr_ratio in [0, 1], got {self.warmup_steps}, "
                              f"{self.min_lr_ratio}")
+        if self.tables not in ("dense", "sparse"):
+            raise ValueError(f"tables must be 'dense' or 'sparse', got {self.tables!r}")
+        if self.tables == "sparse" and (self.weight_decay or self.grad_clip):
+            # SparseAdam has no weight decay, and the engine's clipping norm would leave the tables out.
+            raise ValueError("tables 'sparse' needs weight_decay 0 and grad_clip 0 (the row-sparse Adam has "
+                             f"neither), got {self.weight_decay}, {self.grad_clip}")
         if self.schedule == "cosine" and self.warmup_steps < 1:  # DeepSpeed's WarmupCosineLR refuses 0
             raise ValueError("schedule 'cosine' needs warmup_steps >= 1 (DeepSpeed's WarmupCosineLR)")
 
@@ -97,6 +106,10 @@ class PretrainConfig:
             raise ValueError(f"preset: unknown {self.preset!r}; known: {', '.join(PRESETS)}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.optim.tables == "sparse" and self.zero_stage not in (1, 2):
+            # ZeRO-0's fallback all-reduce walks every module parameter (the tables would be reduced twice);
+            # ZeRO-3 partitions them.
+            raise ValueError(f"optim.tables 'sparse' needs zero_stage 1 or 2, got {self.zero_stage}")
         if self.max_len < 2:
             raise ValueError(f"max_len must be >= 2 (one input and one target), got {self.max_len}")
         for name in ("checkpoint_every", "eval_users", "max_steps", "max_failures", "seed", "shuffle_buffer"):

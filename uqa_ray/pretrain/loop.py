@@ -4,7 +4,9 @@ Per epoch: next-item training over this rank's shard, then HR@k / NDCG@k of the 
 users (full ranking, all-reduced over ranks), throughput in positions/s and, on GPU, MFU. Checkpoints
 (uqa_ray/distributed.py) carry the data position, so a restarted run continues exactly where the last
 checkpoint left it. A non-finite loss on any rank stops every rank before the optimizer step, with no
-checkpoint of that state.
+checkpoint of that state. With `optim.tables=sparse` the embedding tables stay out of the engine's optimizer:
+`tables.RowSparseAdam` updates the rows each step read, at the engine's lr, and its state rides in the
+checkpoint beside the loop's.
 """
 from __future__ import annotations
 
@@ -29,9 +31,11 @@ from uqa_ray.pretrain.flops import flops_per_position, peak_flops
 from uqa_ray.pretrain.metrics import finalize, metric_sums, target_ranks
 from uqa_ray.pretrain.objective import PretrainObjective
 from uqa_ray.pretrain.session import RaySession, eval_rows
+from uqa_ray.pretrain.tables import RowSparseAdam
 from uqa_ray.raysetup import quiet_train_worker
 
 LOOP_STATE = ("global_step", "epoch", "step_in_epoch", "history", "window")  # what a checkpoint resumes
+TABLES_STATE = "tables"  # the row-sparse tables' optimizer state, beside LOOP_STATE in a checkpoint
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -59,10 +63,23 @@ def build_engine(cfg: PretrainConfig, enc_cfg, on_gpu: bool, total_steps: int = 
     if cfg.zero_stage == 3:
         for p in model.external_parameters():
             deepspeed.zero.register_external_parameter(model, p)
+    sparse = {id(p) for p in (model.sparse_tables() if cfg.optim.tables == "sparse" else [])}
     engine, _, _, _ = deepspeed.initialize(
-        model=model, model_parameters=model.parameters(), config=ds_cfg, dist_init_required=False
+        model=model, model_parameters=[p for p in model.parameters() if id(p) not in sparse], config=ds_cfg,
+        dist_init_required=False,
     )
-    return engine, ds_cfg
+    tables = None
+    if sparse:  # after initialize: under bf16 the engine has cast the tables, and RowSparseAdam keeps fp32 masters
+        from deepspeed.runtime.sparse_tensor import SparseTensor
+
+        def reduce(params: list[torch.nn.Parameter]) -> None:  # the engine's own sparse all-reduce (a mean)
+            engine.sparse_allreduce_no_retain([SparseTensor(p.grad) for p in params],
+                                              dp_group=engine.seq_data_parallel_group)
+
+        many = dist.is_initialized() and dist.get_world_size() > 1
+        tables = RowSparseAdam({n: p for n, p in model.named_parameters() if id(p) in sparse}, cfg.optim.lr,
+                               cfg.optim.betas, cfg.optim.eps, reduce if many else None)
+    return engine, ds_cfg, tables
 
 
 @contextlib.contextmanager
@@ -142,12 +159,20 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
     session = session_factory(cfg) if session_factory else RaySession(cfg)
     faults = armed(run.get("faults", {}))  # uqa_ray/faults.py (tests only)
     enc_cfg = cfg.encoder_config(run["vocab"])
-    engine, ds_cfg = build_engine(cfg, enc_cfg, on_gpu, total_optimizer_steps(cfg, run["steps_per_epoch"]))
+    engine, ds_cfg, tables = build_engine(cfg, enc_cfg, on_gpu, total_optimizer_steps(cfg, run["steps_per_epoch"]))
     precision = resolve_precision(cfg.precision, on_gpu)
-    fpp = flops_per_position(enc_cfg)
+    fpp = flops_per_position(enc_cfg, cfg.loss)
     peak = peak_flops(device) if on_gpu else None
 
-    state, resumed = load_checkpoint(engine, session, device, LOOP_STATE, "pretrain")
+    keys = LOOP_STATE + ((TABLES_STATE,) if tables else ())
+    state, resumed = load_checkpoint(engine, session, device, keys, "pretrain")
+    if state and tables:
+        tables.load_state_dict(state.pop(TABLES_STATE))
+
+    def checkpoint(loop_state: dict[str, Any], metrics: dict[str, Any]) -> None:
+        extra = {TABLES_STATE: tables.state_dict()} if tables else {}
+        save_checkpoint(engine, session, dict(loop_state) | extra, metrics)
+
     state = state or {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": []}
     if session.rank == 0 and state["global_step"]:
         print(f"[pretrain] resumed at epoch {state['epoch'] + 1} step {state['step_in_epoch']} "
@@ -182,6 +207,8 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
                 session.report(diverged, None)
                 return diverged
             engine.backward(loss)
+            if tables and engine.is_gradient_accumulation_boundary():
+                tables.step(engine.get_lr()[0])  # the lr the engine's optimizer takes this step
             engine.step()
             window[0] += s_loss
             window[1] += s_n
@@ -202,8 +229,7 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
                     flush=True,
                 )
             if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0 and not done:
-                save_checkpoint(engine, session, dict(state),
-                                {"epoch": epoch + 1, "step": state["global_step"], **resumed})
+                checkpoint(state, {"epoch": epoch + 1, "step": state["global_step"], **resumed})
             if done:
                 break
         elapsed = time.perf_counter() - clock if clock is not None else 0.0
@@ -230,7 +256,7 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
         metrics["final"] = state["epoch"] >= cfg.optim.epochs
         if metrics["final"]:  # per-user ranks once, for CIs and paired comparisons (trainer writes them)
             metrics["eval_ranks"] = gather_pairs(eval_ranks)
-        save_checkpoint(engine, session, dict(state), metrics)
+        checkpoint(state, metrics)
         if session.rank == 0:
             hr = metrics.get("eval/HR@10", math.nan)
             print(

@@ -221,6 +221,7 @@ def sampled_softmax(
     log_q: torch.Tensor | None = None,
     in_batch_log_q: torch.Tensor | None = None,
     rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Softmax over {target} + negatives shared by all rows: `n_negatives` items drawn (with replacement)
     from q (`log_q`; None = uniform) and, with `in_batch_log_q`, every row's target as well (mixed negative
@@ -231,9 +232,11 @@ def sampled_softmax(
     expected count among the negatives subtracted (n_negatives q(j), plus rows p(j) in-batch), so the
     estimate is consistent for the full softmax; with uniform draws alone it is a constant and is skipped.
     A negative equal to the row's target is masked out (an accidental hit is not a negative). `rows` maps
-    the item rows the loss reads (cosine scoring normalises only those, not the whole table).
+    the item rows the loss reads (cosine scoring normalises only those, not the whole table); `gather`
+    reads rows of w by index (default `w[ids]`; a sparse-gradient lookup for row-sparse tables).
     """
     rows = rows or (lambda x: x)
+    gather = gather or w.__getitem__
     valid = target >= 0
     hv, tv = h[valid], target[valid]
     if hv.shape[0] == 0:
@@ -254,8 +257,8 @@ def sampled_softmax(
         return torch.logaddexp(torch.as_tensor(drawn, device=ids.device).float(),
                                math.log(len(tv)) + in_batch_log_q[ids].float())
 
-    pos_logit = (hv * rows(w[tv])).sum(-1, keepdim=True).float()
-    neg_logit = (hv @ rows(w[neg]).T).float()
+    pos_logit = (hv * rows(gather(tv))).sum(-1, keepdim=True).float()
+    neg_logit = (hv @ rows(gather(neg)).T).float()
     if log_q is not None or in_batch_log_q is not None:
         pos_logit = pos_logit - log_count(tv)[:, None]
         neg_logit = neg_logit - log_count(neg)[None, :]
@@ -267,15 +270,17 @@ def sampled_softmax(
 def info_nce(
     h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, temperature: float = 0.1, normalize: bool = True,
     rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """In-batch InfoNCE: row i's positive is its target item; the other rows' targets are its negatives
-    (rows sharing the same target item are masked, not counted as negatives). `rows` as in
+    (rows sharing the same target item are masked, not counted as negatives). `rows` and `gather` as in
     `sampled_softmax`."""
     valid = target >= 0
     hv, tv = h[valid], target[valid]
     if hv.shape[0] == 0:
         return h.sum() * 0.0
-    e = rows(w[tv]) if rows else w[tv]
+    e = (gather or w.__getitem__)(tv)
+    e = rows(e) if rows else e
     if normalize:
         hv, e = F.normalize(hv.float(), dim=-1), F.normalize(e.float(), dim=-1)
     logits = (hv @ e.T).float() / temperature

@@ -48,6 +48,27 @@ class PretrainObjective(nn.Module):
             q = item_counts[self.first_row:].double() + 1.0  # add-one: every row stays drawable
             log_pop = (q / q.sum()).log().float()
         self.register_buffer("log_pop", log_pop, persistent=False)
+        self.sparse_items = False  # item rows gathered with sparse gradients (`sparse_tables`)
+
+    def sparse_tables(self) -> list[nn.Parameter]:
+        """Switch the embedding lookups to sparse (row) gradients; returns the tables' parameters, which a
+        row-sparse optimizer (tables.RowSparseAdam) must own and no dense one. The item table joins only when
+        the loss reads a subset of its rows: the full CE's tied head reads every row (a dense gradient)."""
+        item_input = self.encoder.item_input
+        modules = [m for m in item_input.tables.values() if m is not item_input.item_embedding]
+        if item_input.bpe is not None:
+            modules.append(item_input.bpe)
+        if self.loss_cfg.kind != "ce":
+            modules.append(item_input.item_embedding)
+            self.sparse_items = True
+        for m in modules:
+            m.sparse = True
+        return [m.weight for m in modules]
+
+    def _gather(self, ids: torch.Tensor) -> torch.Tensor:
+        """Softmax rows `ids` of the item table, read with a sparse gradient (F.embedding on the whole
+        weight: indexing a slice would give a dense one)."""
+        return F.embedding(ids + self.first_row, self.encoder.item_input.item_embedding.weight, sparse=True)
 
     def external_parameters(self) -> list[nn.Parameter]:
         return [self.encoder.item_input.item_embedding.weight]
@@ -76,6 +97,7 @@ class PretrainObjective(nn.Module):
         """{"loss": mean loss over predicted positions (0-dim), "n": their number (0-dim long tensor)}."""
         q, tgt = self._rows(self.queries(self.encoder(batch)), batch)
         w, cfg = self.item_table(), self.loss_cfg
+        gather = self._gather if self.sparse_items else None  # None: the losses index `w`
         if cfg.kind == "ce":  # reads every row
             loss = full_cross_entropy(q, self.item_vectors(w), tgt, cfg)
         elif cfg.kind == "sampled":  # this and InfoNCE map only the rows they read (`rows`)
@@ -85,9 +107,9 @@ class PretrainObjective(nn.Module):
             gen = torch.Generator(device=q.device).manual_seed(cfg.seed * 1_000_003 + step)
             mixed = cfg.sampler == "mixed"  # uniform draws + in-batch targets (drawn by popularity)
             loss = sampled_softmax(q, w, tgt, cfg.n_negatives, gen, None if mixed else self.log_pop,
-                                   self.log_pop if mixed else None, rows=self.item_vectors)
+                                   self.log_pop if mixed else None, rows=self.item_vectors, gather=gather)
         else:
-            loss = info_nce(q, w, tgt, cfg.temperature, cfg.normalize, rows=self.item_vectors)
+            loss = info_nce(q, w, tgt, cfg.temperature, cfg.normalize, rows=self.item_vectors, gather=gather)
         return {"loss": loss, "n": (tgt >= 0).sum()}
 
     def last_queries(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ from uqa_ray.faults import armed
 from uqa_ray.io import InputError, say, write_json
 from uqa_ray.pretrain.baselines import heuristic_baselines
 from uqa_ray.pretrain.config import PretrainConfig
-from uqa_ray.pretrain.loop import train_loop
+from uqa_ray.pretrain.loop import TABLES_STATE, train_loop
 from uqa_ray.pretrain.objective import PretrainObjective
 
 EXPORT_DIR = "encoder"
@@ -81,14 +81,18 @@ def per_user_ranks(model: list[list[int]], baselines: dict[str, list]) -> dict[s
 def export_encoder(ckpt_dir: Path, cfg: PretrainConfig, enc_cfg, out: Path) -> Path:
     """Consolidate a DeepSpeed checkpoint to an fp32 encoder export."""
     tag_dir = ckpt_dir / CKPT_TAG
+    whole = tag_dir / "mp_rank_00_model_states.pt"  # the module whole (ZeRO-0/1/2; ZeRO-3 writes shards only)
+    saved = torch.load(whole, map_location="cpu", weights_only=False) if whole.exists() else {"module": {}}
+    state = dict(saved["module"])
     if any(tag_dir.glob("*optim_states.pt")) and cfg.zero_stage > 0:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        # Gathers every rank's fp32 master partition (ZeRO-1/2/3): the exact weights, even under bf16.
+        # Gathers every rank's fp32 master partition (ZeRO-1/2/3): the exact weights, even under bf16. It
+        # holds the engine optimizer's parameters only: row-sparse tables come from the module state, or
+        # (tables held in bf16) from their fp32 masters in the loop's state.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # its progress
-            state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=CKPT_TAG)
-    else:
-        state = torch.load(tag_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
+            state.update(get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=CKPT_TAG))
+        state.update(saved.get(TABLES_STATE, {}).get("masters", {}))
     with torch.device("meta"):  # only the encoder is exported: the loss (and a sampler's proposal) plays no part
         model = PretrainObjective(enc_cfg)
     # zero_to_fp32 returns parameters only; the objective's sole buffer is the sampler's step counter.
