@@ -60,7 +60,7 @@ def pretrain_figures(r: dict) -> list[dict]:
             f"{dims}, {t['official_vocab_chunked_ce']['items']:,} items; fwd+bwd+AdamW"),
         *[fig(f"pretrain.x_baseline.{name}", f"whole step at the official vocab: {label} / chunked CE + dense tables",
               t["x_baseline"][name], "x", f"{dims}; positions/s {t[name]['positions_per_s']:.1f} against "
-              f"{t['official_vocab_chunked_ce']['positions_per_s']:.1f}, best of {t.get('rounds', 1)} rounds in one run")
+              f"{t['official_vocab_chunked_ce']['positions_per_s']:.1f}, best of {t.get('rounds', 1)} rounds, one run")
           for name, label in STEP_LABELS.items() if name in t.get("x_baseline", {})],
         fig("pretrain.positions_per_s_small_vocab", "pretrain positions/s, `small` vocab, chunked CE",
             t["small_vocab_chunked_ce"]["positions_per_s"], "positions/s",
