@@ -1,22 +1,19 @@
 """Pretraining micro-benchmarks on CPU -> bench/results/pretrain.json (the suite passes its own --out).
 
-The pretraining figures have one source: the suite's quiet run (BENCHMARKS.md, "Latest numbers"), whose
-JSON the committed bench/results/pretrain.json is a copy of; replace both together. `--ce-only` writes
-bench/results/ce.json (BENCHMARKS.md, "Full-vocabulary CE"); `--step-only` runs the whole-step comparison
-alone into bench/work/pretrain_step.json (a quick look, not a committed figure).
+The figures have one source: the suite's quiet run, of which bench/results/pretrain.json is a copy
+(BENCHMARKS.md, "Latest numbers"); `--ce-only` writes bench/results/ce.json, `--step-only` the whole-step
+comparison alone into bench/work/pretrain_step.json (a quick look, not a committed figure).
 
-1. Throughput (positions/s) of Trm++ at the official dims (4 layers, d 512, seq 512), fp32: forward +
-   backward + optimizer step at the official vocabulary (994,447 items) on each path of STEP_PATHS side by
-   side (chunked CE with dense tables, the path before issue 15, against the fused CE, sampled softmax
-   and row-sparse tables), then at `small`'s vocabulary (5,000), and on a stand-in loss (no item
-   softmax): the CE's share.
-2. The full-vocabulary CE at 1M items (item dim 128, 512 positions): naive, chunked and fused side by
-   side, each forward + backward in a fresh subprocess (`--ce-repeats` rounds, kinds alternating): wall
-   time, the loss's own memory (peak RSS - RSS before it), max relative error of loss and gradients.
-3. `--gpu`: the same two questions on CUDA -> bench/results/pretrain_gpu.json: peak allocated memory of
-   chunked vs naive CE at 1M items for the paper's micro-batch (4 x 512) (`ce_memory.*.overhead_mb`: the
-   loss's own peak over what was allocated before it), and bf16 positions/s of a training step with that
-   step's peak allocated memory (`throughput.train_peak_allocated_mb`, measured after a reset).
+1. Positions/s of Trm++ at the official dims (4 layers, d 512, seq 512), fp32: forward + backward +
+   optimizer step at the official vocabulary (994,447 items) on each path of STEP_PATHS side by side (the
+   chunked CE with dense tables, the path before issue 15, against the fused CE, sampled softmax and
+   row-sparse tables), then at `small`'s vocabulary and on a stand-in loss (no item softmax).
+2. The full-vocabulary CE at 1M items (item dim 128, 512 positions): naive, chunked and fused, each
+   forward + backward in a fresh subprocess (`--ce-repeats` rounds, kinds alternating): wall time, the
+   loss's own memory (peak RSS - RSS before it), max relative error of loss and gradients.
+3. `--gpu` -> bench/results/pretrain_gpu.json: peak allocated memory of chunked vs naive CE at 1M items
+   for the paper's micro-batch (4 x 512), and bf16 positions/s of a training step with its own peak
+   allocated memory (`throughput.train_peak_allocated_mb`, measured after a reset).
 
 Usage: python bench/pretrain.py [--steps 2] [--batch 2] [--rounds 1] [--mem-batch 1] [--mem-len 512]
                                 [--items 1000000] [--ce-only] [--ce-repeats 3] [--step-only]

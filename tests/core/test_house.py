@@ -3,6 +3,7 @@ included), no module over 400 lines, no module docstring over 20 lines."""
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 from uqa_ray.align.lm_cache import TEACHING_CODE
@@ -11,12 +12,22 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRST_PARTY = ("uqa_ray", "analysis", "experiments", "bench")
 
 
+def sources() -> list[Path]:
+    """The first-party .py files git would track: not what runs leave in ignored folders (bench/work holds
+    DeepSpeed's own zero_to_fp32.py copies in checkpoints), everywhere when git is not at hand."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "*.py"],
+                                cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return sorted(p for pkg in FIRST_PARTY for p in (ROOT / pkg).rglob("*.py"))
+    return sorted(ROOT / f for f in listed if f.split("/")[0] in FIRST_PARTY and (ROOT / f).exists())
+
+
 def modules() -> dict[str, Path]:
     out = {}
-    for pkg in FIRST_PARTY:
-        for path in sorted((ROOT / pkg).rglob("*.py")):
-            parts = path.relative_to(ROOT).with_suffix("").parts
-            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    for path in sources():
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return out
 
 
