@@ -6,6 +6,8 @@ the ZeRO paper's accounting for mixed precision with Adam (Rajbhandari et al. 20
 12 bytes per parameter, the 12 optimizer bytes partitioned under ZeRO-1). Activations are an estimate:
 Korthikanti et al. 2022's 34*B*T*d bytes per transformer layer with flash attention (no T^2 term), the
 item-input bags, and the chunked CE's working set (one chunk of logits and its gradient). All in bytes.
+Row-sparse tables (`optim.tables=sparse`, pretrain/tables.py) stay out of ZeRO: every rank holds them
+whole, a bf16 weight, an fp32 master and two fp32 moments (14 bytes per parameter).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from uqa_ray.encoders.config import OFFICIAL_VOCAB
 from uqa_ray.encoders.presets import preset_config
 
 GIB = 1024**3
+SPARSE_TABLE_BYTES = 2 + 4 + 8  # per row-sparse table parameter on every rank: bf16 weight, fp32 master, moments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,16 +33,13 @@ class Plan:
     gpus: int
     micro_batch: int
     max_len: int
-    model_states: float  # bytes per GPU
+    tables: str  # "dense" | "sparse" (optim.tables)
+    model_states: float  # bytes per GPU (the row-sparse tables' included)
     activations: float  # bytes per GPU
     total: float
 
     def fits(self, gpu_bytes: float, headroom: float = 0.9) -> bool:
         return self.total <= gpu_bytes * headroom
-
-
-def _largest_layer(model: torch.nn.Module) -> int:
-    return max(p.numel() for p in model.parameters())
 
 
 def model_state_bytes(total: int, largest: int, stage: int, gpus: int) -> float:
@@ -68,18 +68,26 @@ def activation_bytes(enc_cfg, micro_batch: int, chunk: int = 32768, bytes_per: i
 
 def plan(
     preset: str, zero_stage: int, gpus: int, micro_batch: int = 4, max_len: int = 512,
-    vocab: dict[str, int] | None = None,
+    vocab: dict[str, int] | None = None, tables: str = "dense", loss: str = "ce",
 ) -> Plan:
+    """`tables` "sparse" with a `loss` kind ("ce", "sampled", "infonce") says which tables leave ZeRO (under
+    the full CE the item table stays: `PretrainObjective.sparse_tables`)."""
+    from uqa_ray.pretrain.losses import LossConfig
     from uqa_ray.pretrain.objective import PretrainObjective
 
+    if tables == "sparse" and zero_stage not in (1, 2):
+        raise ValueError(f"row-sparse tables need ZeRO stage 1 or 2, got {zero_stage}")
     enc_cfg = preset_config(preset, vocab or OFFICIAL_VOCAB, max_len=max_len)
     with torch.device("meta"):
-        model = PretrainObjective(enc_cfg)
-    total = sum(p.numel() for p in model.parameters())
-    states = model_state_bytes(total, _largest_layer(model), zero_stage, gpus)
+        model = PretrainObjective(enc_cfg, LossConfig(kind=loss))
+    sparse = {id(p) for p in (model.sparse_tables() if tables == "sparse" else [])}
+    engine = [p for p in model.parameters() if id(p) not in sparse]
+    outside = sum(p.numel() for p in model.parameters() if id(p) in sparse)
+    states = (model_state_bytes(sum(p.numel() for p in engine), max(p.numel() for p in engine), zero_stage, gpus)
+              + SPARSE_TABLE_BYTES * outside)
     acts = activation_bytes(enc_cfg, micro_batch)
-    return Plan(preset, total, count_params(enc_cfg)["dense"], zero_stage, gpus, micro_batch, max_len,
-                states, acts, states + acts)
+    return Plan(preset, sum(p.numel() for p in model.parameters()), count_params(enc_cfg)["dense"], zero_stage,
+                gpus, micro_batch, max_len, tables, states, acts, states + acts)
 
 
 def plan_table(presets: Iterable[str], stages: Iterable[int], gpus: Iterable[int], **kw) -> list[Plan]:
@@ -88,14 +96,14 @@ def plan_table(presets: Iterable[str], stages: Iterable[int], gpus: Iterable[int
 
 def markdown(plans: list[Plan], gpu_gib: float = 80.0) -> str:
     rows = [
-        "| preset | params (total / dense) | ZeRO | GPUs | model states GiB/GPU | activations GiB/GPU | total GiB/GPU "
-        f"| fits {gpu_gib:g} GiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| preset | params (total / dense) | ZeRO | GPUs | tables | model states GiB/GPU | activations GiB/GPU "
+        f"| total GiB/GPU | fits {gpu_gib:g} GiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in plans:
         rows.append(
             f"| {p.preset} | {p.params_total / 1e6:.0f}M / {p.params_dense / 1e6:.1f}M | {p.zero_stage} | {p.gpus} "
-            f"| {p.model_states / GIB:.2f} | {p.activations / GIB:.2f} | {p.total / GIB:.2f} "
+            f"| {p.tables} | {p.model_states / GIB:.2f} | {p.activations / GIB:.2f} | {p.total / GIB:.2f} "
             f"| {'yes' if p.fits(gpu_gib * GIB) else 'no'} |"
         )
     return "\n".join(rows)
