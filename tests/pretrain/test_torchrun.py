@@ -80,7 +80,8 @@ def _module_state(storage: Path) -> dict:
                       map_location="cpu", weights_only=False)
 
 
-def test_sparse_tables_one_step_equals_dense_adamw_on_two_ranks(tiny_data, tmp_path):
+@pytest.mark.parametrize("accum", [1, 2])  # one optimizer step of one or two micro-batches
+def test_sparse_tables_one_step_equals_dense_adamw_on_two_ranks(tiny_data, tmp_path, accum):
     # One optimizer step from the same weights on 2 ranks under ZeRO-2: the row-sparse Adam (rows all-reduced
     # by the engine's sparse all-reduce) equals the engine's dense AdamW on every weight, tables included.
     # Adam's first step is lr * g / (|g| + eps): with the default eps, ~lr * sign(g) whatever g's scale, and
@@ -88,7 +89,8 @@ def test_sparse_tables_one_step_equals_dense_adamw_on_two_ranks(tiny_data, tmp_p
     # ~lr * g, which shows a wrong gradient scale (a sum instead of the ranks' mean) and is well conditioned.
     states = {}
     for tables in ("dense", "sparse"):
-        _torchrun(tiny_data, tmp_path / tables, "max_steps=1", "optim.eps=1.0", f"optim.tables={tables}", *SPARSE)
+        _torchrun(tiny_data, tmp_path / tables, f"max_steps={accum}", f"optim.grad_accum={accum}", "optim.eps=1.0",
+                  f"optim.tables={tables}", *SPARSE)
         states[tables] = _module_state(tmp_path / tables)
     dense, sparse = states["dense"]["module"], states["sparse"]["module"]
     assert dense.keys() == sparse.keys()
