@@ -1,9 +1,9 @@
-"""`Stage` (uqa_ray/lab/stage.py): reuse only when every marker exists; a build must leave them all."""
+"""`Stage` (uqa_ray/stage.py): reuse only when every marker exists; a build must leave them all."""
 from __future__ import annotations
 
 import pytest
 
-from uqa_ray.lab.stage import Stage
+from uqa_ray.stage import Stage
 
 
 def test_reuses_a_complete_folder_and_rebuilds_a_partial_one(tmp_path):

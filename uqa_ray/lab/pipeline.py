@@ -1,7 +1,7 @@
 """Run an experiment end to end, reusing every stage whose output exists for the same config.
 
 Each stage writes under `<workdir>/<stage>/<content hash>/` and is reused only when its markers are all
-there (`lab/stage.py`), so a killed run leaves either a finished output (reused by the rerun) or one that
+there (`uqa_ray/stage.py`), so a killed run leaves either a finished output (reused by the rerun) or one that
 is built again. Pretraining runs resume from their checkpoints, and
 alignment trials whose result record exists are not run again (uqa_ray.tune).
 """
@@ -17,7 +17,7 @@ from uqa_ray.data.schema import ALIGN_FILES, META_FILE, QUESTIONS_FILES
 from uqa_ray.io import say
 from uqa_ray.lab.config import LabConfig
 from uqa_ray.lab.events import Events
-from uqa_ray.lab.stage import Stage
+from uqa_ray.stage import Stage
 
 
 def _say(msg: str) -> None:

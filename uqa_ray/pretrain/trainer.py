@@ -25,13 +25,14 @@ from uqa_ray.data.stream import read_sequences
 from uqa_ray.data.windows import count_windows, sliding_windows
 from uqa_ray.distributed import CKPT_TAG
 from uqa_ray.encoders.config import input_columns
-from uqa_ray.encoders.export import save_encoder
+from uqa_ray.encoders.export import CONFIG_FILE, save_encoder
 from uqa_ray.faults import armed
 from uqa_ray.io import InputError, say, write_json
 from uqa_ray.pretrain.baselines import heuristic_baselines
 from uqa_ray.pretrain.config import PretrainConfig
 from uqa_ray.pretrain.loop import TABLES_STATE, train_loop
 from uqa_ray.pretrain.objective import PretrainObjective
+from uqa_ray.stage import Stage
 
 EXPORT_DIR = "encoder"
 SUMMARY_FILE = "summary.json"
@@ -160,7 +161,9 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     storage = Path(cfg.storage).resolve()
     run_dir = storage / name
     export = run_dir / EXPORT_DIR
-    if (run_dir / SUMMARY_FILE).exists() and (export / "config.json").exists():
+    # Finished = the export, then the summary written after it (a diverged or failed run writes neither).
+    stage = Stage(f"[pretrain] {name}", run_dir, (f"{EXPORT_DIR}/{CONFIG_FILE}", SUMMARY_FILE))
+    if stage.done():
         summary = json.loads((run_dir / SUMMARY_FILE).read_text())
         say(f"[pretrain] {name}: reusing finished run ({run_dir})")
         return PretrainResult(run_dir, export, summary["status"], summary["metrics"], reused=True)
@@ -230,6 +233,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     summary = {"status": "ok", "run": name, "config": to_dict(cfg), "encoder": to_dict(enc_cfg), "metrics": metrics}
     write_json(run_dir / SUMMARY_FILE, summary)
     write_json(run_dir / STATUS_FILE, {"status": "ok", "step": metrics.get("step")})  # replaces a stale one
+    stage.check()
     for skipped in metrics.get("skipped_checkpoints", []):
         say(f"[pretrain] {name}: WARNING: resumed past a checkpoint that could not be loaded: {skipped}")
     hr = metrics.get("eval/HR@10", math.nan)

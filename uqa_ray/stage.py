@@ -5,6 +5,9 @@ Every builder writes its markers last (or its whole folder atomically, `io.atomi
 with all its markers is finished and a rerun reuses it; any marker missing and the stage builds again.
 `get` also checks the markers after a build, so a builder that forgets one fails at once instead of
 being rebuilt on every run (or, worse, reused half-made: the bug `pipeline.question_set`'s links had).
+A stage whose build can end without an output (pretraining: a diverged or failed run) asks `done()` and
+calls `check()` after its successful builds instead. Used by the lab's synth, prepare and questions and by
+pretraining runs; it sits at the package top so every stage below the lab can use it.
 """
 from __future__ import annotations
 
@@ -22,12 +25,19 @@ class Stage:
     def missing(self) -> list[str]:
         return [m for m in self.markers if not (self.folder / m).exists()]
 
+    def done(self) -> bool:
+        return not self.missing()
+
+    def check(self) -> None:
+        """After a build that succeeded: every marker must be there."""
+        if gone := self.missing():
+            raise RuntimeError(f"{self.name}: {self.folder} was built without {gone}")
+
     def get(self, build: Callable[[], Any], say: Callable[[str], None]) -> Path:
         """The folder: reused when complete, else built by `build()` (which writes it) and checked."""
-        if not self.missing():
+        if self.done():
             say(f"{self.name}: reusing {self.folder}")
             return self.folder
         build()
-        if gone := self.missing():
-            raise RuntimeError(f"{self.name}: {self.folder} was built without {gone}")
+        self.check()
         return self.folder
