@@ -45,7 +45,7 @@ from uqa_ray.pretrain.losses import (  # noqa: E402
     LossConfig, chunked_cross_entropy, fused_cross_entropy, naive_cross_entropy,
 )
 from uqa_ray.pretrain.objective import PretrainObjective  # noqa: E402
-from uqa_ray.pretrain.tables import RowSparseAdam  # noqa: E402
+from uqa_ray.pretrain.tables import RowSparseAdam, split_parameters  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -98,11 +98,10 @@ def time_steps(cfg, vocab: dict[str, int], steps: int, batch: int, seq: int, los
     loss = loss or LossConfig(kind="ce", ce="chunked", chunk_size=32768)
     counts = zipf_counts(vocab["uni_seq_item_id"]) if loss.kind == "sampled" and loss.sampler != "uniform" else None
     obj = PretrainObjective(cfg, loss, counts)
-    sparse = obj.sparse_tables() if tables == "sparse" else []
-    ids = {id(p) for p in sparse}
+    dense, sparse = split_parameters(obj, tables)
     hp = {"lr": 4e-4, "betas": (0.9, 0.999), "eps": 1e-8}
-    opt = torch.optim.AdamW([p for p in obj.parameters() if id(p) not in ids], weight_decay=0.0, **hp)
-    table_opt = RowSparseAdam({n: p for n, p in obj.named_parameters() if id(p) in ids}, **hp) if sparse else None
+    opt = torch.optim.AdamW(dense, weight_decay=0.0, **hp)
+    table_opt = RowSparseAdam(sparse, **hp) if sparse else None
     times = []
     for step in range(steps + 1):  # the first step warms up (allocations, AdamW state)
         b = synthetic_batch(batch, seq, vocab, seed=step)

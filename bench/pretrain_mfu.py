@@ -105,7 +105,7 @@ def profile(preset: str, path: str, micro_batch: int, steps: int = 3) -> dict:
     from uqa_ray.config import build, parse_dotted
     from uqa_ray.pretrain.config import PretrainConfig
     from uqa_ray.pretrain.objective import PretrainObjective
-    from uqa_ray.pretrain.tables import RowSparseAdam
+    from uqa_ray.pretrain.tables import RowSparseAdam, split_parameters
 
     on_gpu = torch.cuda.is_available()
     dev = torch.device("cuda" if on_gpu else "cpu")
@@ -114,11 +114,9 @@ def profile(preset: str, path: str, micro_batch: int, steps: int = 3) -> dict:
     counts = torch.ones(OFFICIAL_VOCAB["uni_seq_item_id"]) if cfg.loss.kind == "sampled" else None
     torch.manual_seed(0)
     obj = PretrainObjective(enc_cfg, cfg.loss, counts).to(dev)
-    tables = obj.sparse_tables() if cfg.optim.tables == "sparse" else []
-    ids = {id(p) for p in tables}
-    opt = torch.optim.AdamW([p for p in obj.parameters() if id(p) not in ids], lr=cfg.optim.lr, weight_decay=0.0)
-    table_opt = RowSparseAdam({n: p for n, p in obj.named_parameters() if id(p) in ids}, cfg.optim.lr,
-                              cfg.optim.betas, cfg.optim.eps) if tables else None
+    dense, sparse = split_parameters(obj, cfg.optim.tables)
+    opt = torch.optim.AdamW(dense, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps, weight_decay=0.0)
+    table_opt = RowSparseAdam(sparse, cfg.optim.lr, cfg.optim.betas, cfg.optim.eps) if sparse else None
     rng = torch.Generator().manual_seed(0)
 
     def step() -> None:

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.encoders import PROTOCOL, run, small_data  # noqa: E402
 from uqa_ray.io import write_json  # noqa: E402
+from uqa_ray.pretrain.config import TABLES  # noqa: E402
 
 SAMPLERS = ("uniform", "popularity", "mixed")
 
@@ -43,7 +44,7 @@ def main() -> None:
                    help="sampled negatives per micro-batch (each value a series)")
     p.add_argument("--samplers", nargs="*", default=list(SAMPLERS), choices=SAMPLERS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tables", choices=("dense", "sparse"), default="dense", help="the sampled runs' tables")
+    p.add_argument("--tables", choices=TABLES, default="dense", help="the sampled runs' tables")
     p.add_argument("--workdir", default=str(ROOT / "bench" / "work" / "encoders"))
     a = p.parse_args()
     data = small_data(Path(a.workdir))

@@ -121,3 +121,35 @@ def test_sparse_lookups_give_the_same_loss_and_gradients(kind, sampler):
     for name, gd in dense_grads.items():
         gs = sparse_grads[name]
         torch.testing.assert_close(gs.to_dense() if gs.is_sparse else gs, gd, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_with_a_reduce_every_table_is_reduced_and_an_unread_one_is_left_alone():
+    # Ranks must enter the same collectives: a table this rank did not read is reduced too (with an empty
+    # gradient), and when no rank read it (the reduce leaves it empty) it is not stepped.
+    read, unread = torch.nn.Parameter(torch.randn(10, 4)), torch.nn.Parameter(torch.randn(6, 4))
+    before = unread.detach().clone()
+    seen = []
+
+    def reduce(params):
+        seen.append([tuple(p.shape) for p in params])
+        assert all(p.grad is not None and p.grad.is_sparse for p in params)
+
+    opt = RowSparseAdam({"read": read, "unread": unread}, reduce=reduce, **HP)
+    _lookup_steps(opt.step, read, torch.tensor([1, 3]), 2, sparse=True)
+    assert seen == [[(10, 4), (6, 4)]] * 2
+    assert torch.equal(unread.detach(), before) and "step" not in opt.opt.state[unread]
+
+
+@pytest.mark.parametrize("over,match", [
+    ({"optim": {"tables": "rows"}}, "optim.tables"),
+    ({"optim": {"tables": "sparse", "weight_decay": 0.1}}, "weight_decay 0 and grad_clip 0"),
+    ({"optim": {"tables": "sparse", "grad_clip": 1.0}}, "weight_decay 0 and grad_clip 0"),
+    ({"optim": {"tables": "sparse"}, "zero_stage": 3}, "zero_stage 1 or 2"),
+    ({"optim": {"tables": "sparse"}, "zero_stage": 0}, "zero_stage 1 or 2"),
+])
+def test_sparse_tables_config_errors_name_the_setting(over, match):
+    from uqa_ray.config import build
+    from uqa_ray.pretrain.config import PretrainConfig
+
+    with pytest.raises(ValueError, match=match):
+        build(PretrainConfig, {"preset": "tiny"}, over)

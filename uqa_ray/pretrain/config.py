@@ -14,6 +14,8 @@ from uqa_ray.encoders.config import OFFICIAL_VOCAB
 from uqa_ray.encoders.presets import PRESETS, preset_config
 from uqa_ray.pretrain.losses import LossConfig
 
+TABLES = ("dense", "sparse")  # OptimConfig.tables
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
@@ -43,8 +45,8 @@ class OptimConfig:
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"need warmup_steps >= 0 and min_lr_ratio in [0, 1], got {self.warmup_steps}, "
                              f"{self.min_lr_ratio}")
-        if self.tables not in ("dense", "sparse"):
-            raise ValueError(f"tables must be 'dense' or 'sparse', got {self.tables!r}")
+        if self.tables not in TABLES:
+            raise ValueError(f"tables must be one of {TABLES}, got {self.tables!r}")
         if self.tables == "sparse" and (self.weight_decay or self.grad_clip):
             # SparseAdam has no weight decay, and the engine's clipping norm would leave the tables out.
             raise ValueError("tables 'sparse' needs weight_decay 0 and grad_clip 0 (the row-sparse Adam has "

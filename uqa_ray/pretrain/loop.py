@@ -31,7 +31,7 @@ from uqa_ray.pretrain.flops import flops_per_position, peak_flops
 from uqa_ray.pretrain.metrics import finalize, metric_sums, target_ranks
 from uqa_ray.pretrain.objective import PretrainObjective
 from uqa_ray.pretrain.session import RaySession, eval_rows
-from uqa_ray.pretrain.tables import RowSparseAdam
+from uqa_ray.pretrain.tables import RowSparseAdam, split_parameters
 from uqa_ray.raysetup import quiet_train_worker
 
 LOOP_STATE = ("global_step", "epoch", "step_in_epoch", "history", "window")  # what a checkpoint resumes
@@ -63,11 +63,9 @@ def build_engine(cfg: PretrainConfig, enc_cfg, on_gpu: bool, total_steps: int = 
     if cfg.zero_stage == 3:
         for p in model.external_parameters():
             deepspeed.zero.register_external_parameter(model, p)
-    sparse = {id(p) for p in (model.sparse_tables() if cfg.optim.tables == "sparse" else [])}
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, model_parameters=[p for p in model.parameters() if id(p) not in sparse], config=ds_cfg,
-        dist_init_required=False,
-    )
+    dense, sparse = split_parameters(model, cfg.optim.tables)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=dense, config=ds_cfg,
+                                           dist_init_required=False)
     tables = None
     if sparse:  # after initialize: under bf16 the engine has cast the tables, and RowSparseAdam keeps fp32 masters
         from deepspeed.runtime.sparse_tensor import SparseTensor
@@ -77,8 +75,7 @@ def build_engine(cfg: PretrainConfig, enc_cfg, on_gpu: bool, total_steps: int = 
                                               dp_group=engine.seq_data_parallel_group)
 
         many = dist.is_initialized() and dist.get_world_size() > 1
-        tables = RowSparseAdam({n: p for n, p in model.named_parameters() if id(p) in sparse}, cfg.optim.lr,
-                               cfg.optim.betas, cfg.optim.eps, reduce if many else None)
+        tables = RowSparseAdam(sparse, cfg.optim.lr, cfg.optim.betas, cfg.optim.eps, reduce if many else None)
     return engine, ds_cfg, tables
 
 

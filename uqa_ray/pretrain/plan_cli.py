@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 
 from uqa_ray.encoders.presets import TRM_SIZES
+from uqa_ray.pretrain.config import TABLES
+from uqa_ray.vocab import LOSS_KINDS
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -14,8 +16,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--micro-batch", type=int, default=4, help="per GPU (official: 4)")
     p.add_argument("--max-len", type=int, default=512)
     p.add_argument("--gpu-gib", type=float, default=80.0, help="GPU memory to check against (H100: 80)")
-    p.add_argument("--tables", choices=("dense", "sparse"), default="dense", help="optim.tables")
-    p.add_argument("--loss", choices=("ce", "sampled", "infonce"), default="ce",
+    p.add_argument("--tables", choices=TABLES, default="dense", help="optim.tables")
+    p.add_argument("--loss", choices=tuple(LOSS_KINDS), default="ce",
                    help="loss.kind (with sparse tables: whether the item table leaves ZeRO)")
 
 

@@ -16,6 +16,7 @@ from typing import Iterable
 
 import torch
 
+from uqa_ray.config import ConfigError
 from uqa_ray.encoders.base import count_params
 from uqa_ray.encoders.config import OFFICIAL_VOCAB
 from uqa_ray.encoders.presets import preset_config
@@ -74,15 +75,15 @@ def plan(
     the full CE the item table stays: `PretrainObjective.sparse_tables`)."""
     from uqa_ray.pretrain.losses import LossConfig
     from uqa_ray.pretrain.objective import PretrainObjective
+    from uqa_ray.pretrain.tables import split_parameters
 
     if tables == "sparse" and zero_stage not in (1, 2):
-        raise ValueError(f"row-sparse tables need ZeRO stage 1 or 2, got {zero_stage}")
+        raise ConfigError(f"row-sparse tables need ZeRO stage 1 or 2, got {zero_stage}")
     enc_cfg = preset_config(preset, vocab or OFFICIAL_VOCAB, max_len=max_len)
     with torch.device("meta"):
         model = PretrainObjective(enc_cfg, LossConfig(kind=loss))
-    sparse = {id(p) for p in (model.sparse_tables() if tables == "sparse" else [])}
-    engine = [p for p in model.parameters() if id(p) not in sparse]
-    outside = sum(p.numel() for p in model.parameters() if id(p) in sparse)
+    engine, sparse = split_parameters(model, tables)
+    outside = sum(p.numel() for p in sparse.values())
     states = (model_state_bytes(sum(p.numel() for p in engine), max(p.numel() for p in engine), zero_stage, gpus)
               + SPARSE_TABLE_BYTES * outside)
     acts = activation_bytes(enc_cfg, micro_batch)

@@ -22,6 +22,15 @@ import torch
 from torch import nn
 
 
+def split_parameters(objective: nn.Module, tables: str) -> tuple[list[nn.Parameter], dict[str, nn.Parameter]]:
+    """A PretrainObjective's parameters under `optim.tables` = `tables`: (those the engine's dense optimizer
+    owns, the row-sparse tables by name for `RowSparseAdam`). "sparse" switches the lookups first
+    (`PretrainObjective.sparse_tables`); "dense" leaves every parameter in the first."""
+    sparse = {id(p) for p in (objective.sparse_tables() if tables == "sparse" else [])}
+    return ([p for p in objective.parameters() if id(p) not in sparse],
+            {n: p for n, p in objective.named_parameters() if id(p) in sparse})
+
+
 class RowSparseAdam:
     """`torch.optim.SparseAdam` over sparse-gradient tables, with an fp32 master copy of any table held in
     a lower precision (DeepSpeed's bf16 engine casts the whole module; the moments and the weight are then
@@ -41,9 +50,17 @@ class RowSparseAdam:
     def step(self, lr: float | None = None) -> None:
         """One update from the tables' accumulated gradients (`lr`: this step's, from the engine's schedule),
         then the gradients are cleared. A table no row of which was read this step is skipped."""
-        live = [p for p in self.params if p.grad is not None]
-        if self.reduce is not None and live:
-            self.reduce(live)
+        if self.reduce is not None:
+            # Every rank reduces every table, so the collectives match even where a table went unread on one
+            # rank (an empty gradient); a table no rank read is then skipped, as in one process.
+            for p in self.params:
+                if p.grad is None:
+                    p.grad = torch.sparse_coo_tensor(torch.empty((1, 0), dtype=torch.long, device=p.device),
+                                                     p.new_empty((0, *p.shape[1:])), p.shape)
+            self.reduce(self.params)
+            for p in self.params:
+                if p.grad._nnz() == 0:
+                    p.grad = None
         for p, m in zip(self.params, self.masters):
             if p.grad is None:
                 continue
