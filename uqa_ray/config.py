@@ -8,11 +8,15 @@ rerun with the same config reuses them.
 from __future__ import annotations
 
 import dataclasses
+import ast
 import hashlib
 import importlib
 import importlib.util
 import inspect
+import io
 import json
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -185,7 +189,8 @@ def source_hash(*packages: str, length: int = 12) -> str:
     definitions ("uqa_ray.align.data:QuestionSplit.messages": that function's or class's source; a constant's
     repr): part of the key of an output that depends on code as much as on config, so a code change never
     reuses what older code made (a finished pretraining run, say). Naming definitions rather than whole
-    modules keys an output by the code that shapes it, not by every edit to the file around it."""
+    modules keys an output by the code that shapes it, not by every edit to the file around it. The code
+    is hashed without its docstrings and comments (`code_text`): what it does, not what it says."""
     h = hashlib.sha256()
     for pkg in packages:
         name, _, qual = pkg.partition(":")
@@ -198,7 +203,7 @@ def source_hash(*packages: str, length: int = 12) -> str:
                 if not hasattr(obj, part):
                     raise ValueError(f"source_hash: {name} has no {qual!r}")
                 obj = getattr(obj, part)
-            code = inspect.getsource(obj) if callable(obj) else repr(obj)
+            code = code_text(inspect.getsource(obj)) if callable(obj) else repr(obj)
             h.update(f"{pkg}\n{code}".encode())
             continue
         # a package: every source under its folder; a plain module: its one file
@@ -206,8 +211,47 @@ def source_hash(*packages: str, length: int = 12) -> str:
         files = sorted(root.rglob("*.py")) if spec.submodule_search_locations is not None else [Path(spec.origin)]
         for f in files:
             h.update(f"{pkg}/{f.relative_to(root).as_posix()}\n".encode())
-            h.update(f.read_bytes())
+            h.update(code_text(f.read_text(encoding="utf-8")).encode())
     return h.hexdigest()[:length]
+
+
+def code_text(source: str) -> str:
+    """`source` without docstrings, comments, blank lines and trailing blanks, so that a docstring or
+    comment edit leaves `source_hash` as it was. Lines inside a multi-line string are kept verbatim (a
+    blank line in a prompt template is code). Positions come from `ast` and `tokenize`, whose line and
+    column numbers are the same on every Python version (an `ast.dump` is not). A docstring that shares a
+    line with code is kept."""
+    source = textwrap.dedent(source)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # a method whose multi-line string undercuts its indentation: hashed as it stands
+        return source
+    lines = source.splitlines()
+    drop: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) or not body:
+            continue
+        doc, end = body[0], body[0].end_lineno or body[0].lineno
+        if (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)
+                and getattr(node, "lineno", 0) < doc.lineno and not lines[doc.lineno - 1][:doc.col_offset].strip()
+                and (len(body) == 1 or body[1].lineno > end)):
+            drop.update(range(doc.lineno, end + 1))
+    cut, verbatim = {}, set()
+    for t in tokenize.generate_tokens(io.StringIO(source).readline):
+        if t.type == tokenize.COMMENT:
+            cut[t.start[0]] = t.start[1]
+        elif t.end[0] > t.start[0]:
+            verbatim.update(range(t.start[0] + 1, t.end[0]))  # its last line ends in code
+    kept = []
+    for i, line in enumerate(lines, 1):
+        if i in drop:
+            continue
+        if i in verbatim:
+            kept.append(line)
+        elif line := line[:cut.get(i, len(line))].rstrip():
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def content_hash(*parts: Any, length: int = 12) -> str:

@@ -6,8 +6,8 @@ with all its markers is finished and a rerun reuses it; any marker missing and t
 `get` also checks the markers after a build, so a builder that forgets one fails at once instead of
 being rebuilt on every run (or, worse, reused half-made: the bug `pipeline.question_set`'s links had).
 A stage whose build can end without an output (pretraining: a diverged or failed run) asks `done()` and
-calls `check()` after its successful builds instead. Used by the lab's synth, prepare and questions and by
-pretraining runs; it sits at the package top so every stage below the lab can use it.
+calls `check()` after its successful builds instead. Used by the lab's synth, prepare and questions, by
+pretraining runs and by LM teaching; it sits at the package top so every stage below the lab can use it.
 """
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ import ast
 import subprocess
 from pathlib import Path
 
-from uqa_ray.align.lm_cache import TEACHING_CODE
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_PARTY = ("uqa_ray", "analysis", "experiments", "bench")
@@ -108,12 +107,9 @@ def test_modules_are_short():
 
 
 def test_module_docstrings_are_short():
-    # Modules hashed whole into the shipped taught LM's key (align/lm_cache.py): any byte changed there means
-    # teaching the LM again (experiments/teach_tiny_lm.py --ship), so their docstrings wait for that.
-    hashed = {m for m in TEACHING_CODE if ":" not in m}
     long = {}
     for name, path in modules().items():
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-        if len(doc.splitlines()) > 20 and name not in hashed:
+        if len(doc.splitlines()) > 20:
             long[name] = len(doc.splitlines())
     assert long == {}

@@ -83,6 +83,30 @@ def test_source_hash_follows_the_code(tmp_path, monkeypatch):
         source_hash("no_such_package_here")
 
 
+def test_source_hash_ignores_docstrings_and_comments_but_not_strings(tmp_path, monkeypatch):
+    """A docstring or comment edit keeps every code key (a shipped taught LM, cached pretraining runs); a code
+    edit, or a blank line inside a multi-line string (a prompt template), changes it."""
+    import importlib
+    import sys
+
+    mod = tmp_path / "docmod.py"
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def key(text: str) -> tuple[str, str]:
+        mod.write_text(text)
+        sys.modules.pop("docmod", None)
+        importlib.invalidate_caches()
+        return source_hash("docmod"), source_hash("docmod:K.f")
+
+    base = key('"""Doc."""\nT = """a\n\nb"""\n\n\nclass K:\n    def f(self):\n        """F."""\n        return 1\n')
+    assert key('"""Another doc,\n\nlonger."""\n# a note\nT = """a\n\nb"""  # the template\n\nclass K:\n'
+               '    def f(self):  # why\n        """Other F."""\n\n        return 1\n') == base
+    assert key('T = """a\n\nb"""\nclass K:\n    def f(self):\n        return 2\n')[1] != base[1]
+    assert key('T = """a\nb"""\nclass K:\n    def f(self):\n        return 1\n')[0] != base[0]
+    assert key('T = "# not a comment"\nclass K:\n    def f(self):\n        return 1\n')[0] != \
+        key('T = ""\nclass K:\n    def f(self):\n        return 1\n')[0]
+
+
 def test_source_hash_of_single_definitions(tmp_path, monkeypatch):
     """A definition's hash follows that definition's code only, not the rest of its module."""
     import importlib

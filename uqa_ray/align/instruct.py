@@ -1,24 +1,17 @@
 """Teach the tiny default LM the task before alignment, as instruction tuning teaches an instruct LLM.
 
-Why: the official recipe freezes an INSTRUCT LLM and trains only the adapter (UQABENCH.md section 4);
-that works because the LLM already answers multiple-choice questions about text it is given. A randomly
-initialised tiny Qwen2 answers nothing, so adapter-only alignment of it would measure the adapter's
-ability to teach a language model from scratch, not the encoder. So the embedded default is first
-fully fine-tuned (no soft tokens, no encoder) on the alignment questions of TRAIN users with the user's
-history written out as text, in the Text-k layout of questions/render.py - the history stands exactly
-where a `user_turn` soft prompt will later stand (soft_prompt.USER_TURN_LAYOUT). Eval users are never
-seen. Each batch draws one history length k from `history_k` (k = 0: the question alone, so that the
-no-embedding control faces an LM that has learnt the question priors, an honest floor).
+Why: the official recipe freezes an INSTRUCT LLM and trains only the adapter (UQABENCH.md section 4),
+which works because that LLM already answers multiple-choice questions about text it is given. A random
+tiny Qwen2 answers nothing, so it is first fully fine-tuned (no soft tokens, no encoder) on the questions
+of TRAIN users with the history written as text, in the Text-k layout of questions/render.py: the history
+stands where a `user_turn` soft prompt will later stand (soft_prompt.USER_TURN_LAYOUT). Eval users are
+never seen. Each batch draws one history length k (k = 0: the question alone, so the no-embedding
+control faces an LM that learnt the question priors, an honest floor).
 
-Two phases: short histories first (`history_k`), then a stretch phase on histories of up to 50 clicks
-from the first phase's model (`StretchConfig`: why and what it measured there). What it was taught is
-written into the model folder (`uqa_tiny_llm.json`, key "taught", with "stretch" for the second phase):
-the config, its fingerprint, the data folder and its question-file fingerprint, steps, losses, wall time,
-and option-likelihood accuracy on held-out TRAIN questions for each k. Each phase is cached by content
-hash (the first by `lm_cache.teaching_fingerprint`: catalog, tokenizer, train users, config, code; the
-stretch phase by the first phase's folder + its own config), so reruns, every Tune trial and every workdir
-on the machine reuse it, and changing the stretch phase does not reteach the first. The package ships the
-folder taught for the embedded default (lm_cache.py).
+Two phases, each cached by content hash: short histories (`history_k`), then longer ones from the first
+phase's model (`StretchConfig`). The model folder records what it was taught (`uqa_tiny_llm.json`, key
+"taught"): config, fingerprint (lm_cache.py), data, steps, losses, wall time and held-out accuracy per k.
+Measurements and history: docs/taught_lm.md.
 """
 from __future__ import annotations
 
@@ -44,19 +37,16 @@ from uqa_ray.align.soft_prompt import IGNORE, EncodedChat, build_inputs, encode_
 from uqa_ray.config import content_hash, source_hash, to_dict
 from uqa_ray.data.schema import QUESTIONS_FILES, TOKENIZER_DIR
 from uqa_ray.io import InputError, atomic_path
+from uqa_ray.stage import Stage
 
 
 @dataclasses.dataclass(frozen=True)
 class StretchConfig:
     """A second teaching phase on LONGER Text-k histories, continuing from the first phase's model.
 
-    Why: taught on histories of up to 10 clicks, the LM reads 20 clicks less well and 50 not at all
-    (held-out TRAIN questions on `small`, 120 each: Text-10 60%, Text-20 48%, Text-50 44%, no history 45%):
-    a 50-click history is ~2,750 tokens, positions it never saw. Taught from scratch on 10-50 clicks it
-    stayed at chance (see `prompt_loss`), so the long histories come second, once reading is learnt.
-    Measured: these defaults, 300 steps from the first phase's model, gave Text-10 61%, Text-20 60%,
-    Text-50 58%, no history 49% on 120 held-out questions (39 min at 1 thread on a heavily shared machine);
-    in the lab, 2 threads, shared: 1,226 s, held-out (200) Text-20/50 58.5/61%, no history 47%."""
+    Why: taught on short histories the LM reads 50 clicks (~2,750 tokens) at chance, and taught from
+    scratch on long ones it learns nothing; so the long histories come second, once reading is learnt
+    (docs/taught_lm.md has the figures)."""
     history_k: tuple[int, ...] = (0, 5, 10, 20, 50)
     steps: int = 300  # 0 = no second phase
     lr: float = 1e-3
@@ -82,10 +72,7 @@ class InstructConfig:
     # follows 品类, the brand starts the title and names the shop), so predicting it rewards copying
     # from context - the circuit that answering from a history needs, which the few answer tokens
     # alone teach slowly. 0 = answer loss only.
-    # Measured on `small` (100 held-out train questions, option likelihood, chance 25%): these defaults
-    # reach 42% with no history, 51/56/58% from Text-3/5/10 after 1,500 steps (~18 min extrapolated from
-    # 0.73 s/step on 2 quiet cores); 800 steps gave 42/40/45 (reading the history is learnt late), lr 3e-3 with prompt_loss
-    # 0.5 for 600 steps 35/39/38/40, and histories of 10-50 clicks at batch 8 stayed at chance.
+    # (what other values gave: docs/taught_lm.md)
     prompt_loss: float = 1.0
     steps: int = 1500
     batch_size: int = 16
@@ -265,12 +252,14 @@ def instruct_tiny_llm(data_dir: str | Path, out_dir: str | Path, cfg: InstructCo
     then (`stretch.steps` > 0) longer ones from the first phase's model. Both see the same TRAIN rows and
     are measured on the same held-out ones."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    folder = instruct_dir(data_dir, out_dir, cfg)
-    if (folder / TINY_INFO_FILE).is_file():
+    stage = _stage(instruct_dir(data_dir, out_dir, cfg))
+    folder = stage.folder
+    if stage.done():
         return folder  # taught before for the same catalog, users, config and code: reuse
-    if (SHIPPED_DIR / folder.name / TINY_INFO_FILE).is_file():
+    if _stage(SHIPPED_DIR / folder.name).done():
         with atomic_path(folder) as tmp:
             shutil.copytree(SHIPPED_DIR / folder.name, tmp, dirs_exist_ok=True)
+        stage.check()
         log(f"[instruct] using the taught LM shipped with the package: {folder.name} (copied to {out_dir})")
         return folder
     shipped = sorted(p.name for p in SHIPPED_DIR.glob("instruct-*"))
@@ -279,8 +268,8 @@ def instruct_tiny_llm(data_dir: str | Path, out_dir: str | Path, cfg: InstructCo
         f"({cfg.steps} + {cfg.stretch.steps} steps; the time it took for the shipped copy: docs/taught_lm.md)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    first = instruct_dir(data_dir, out_dir, cfg, phase=1)
-    stretch = cfg.stretch if first != folder else None
+    first = _stage(instruct_dir(data_dir, out_dir, cfg, phase=1))
+    stretch = cfg.stretch if first.folder != folder else None
     base = build_tiny_llm(data_dir / TOKENIZER_DIR, out_dir, cfg.tiny)
     split = QuestionSplit(data_dir, "train")
     rng = np.random.default_rng([cfg.seed, 17])
@@ -294,10 +283,10 @@ def instruct_tiny_llm(data_dir: str | Path, out_dir: str | Path, cfg: InstructCo
     t0 = time.perf_counter()
     prompts = {k: _text_k(data_dir, k, cfg.answer_format) for k in lengths}
     render_s = time.perf_counter() - t0
-    if (first / TINY_INFO_FILE).is_file():
-        llm, tok = load_llm(first, dtype=torch.float32)
-        info = json.loads((first / TINY_INFO_FILE).read_text())
-        log(f"[instruct] first phase reused: {first.name}")
+    if first.done():
+        llm, tok = load_llm(first.folder, dtype=torch.float32)
+        info = json.loads((first.folder / TINY_INFO_FILE).read_text())
+        log(f"[instruct] first phase reused: {first.folder.name}")
     else:
         llm, tok = load_llm(base, dtype=torch.float32)
         with torch.random.fork_rng(devices=[]):
@@ -324,10 +313,11 @@ def instruct_tiny_llm(data_dir: str | Path, out_dir: str | Path, cfg: InstructCo
         }
         info = json.loads((base / TINY_INFO_FILE).read_text())
         info["taught"] = taught
-        _save(first, llm, tok, info)
-        log(f"[instruct] taught {first.name} in {train_s:.0f}s: held-out accuracy {accuracy}")
+        _save(first.folder, llm, tok, info)
+        first.check()
+        log(f"[instruct] taught {first.folder.name} in {train_s:.0f}s: held-out accuracy {accuracy}")
     if stretch is None:
-        return first
+        return first.folder
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1)
         t1 = time.perf_counter()
@@ -337,13 +327,20 @@ def instruct_tiny_llm(data_dir: str | Path, out_dir: str | Path, cfg: InstructCo
     accuracy = {_acc_key(k): _holdout_accuracy(llm, tok, split, held, prompts[k], cfg) for k in lengths}
     info["taught"]["stretch"] = {
         "what": "a second phase on longer Text-k histories, from the first phase's model",
-        "config": to_dict(stretch), "from": first.name, "steps": stretch.steps,
+        "config": to_dict(stretch), "from": first.folder.name, "steps": stretch.steps,
         "loss_first100": float(np.mean(losses[:100])), "loss_last100": float(np.mean(losses[-100:])),
         "train_s": train_s, "holdout_likelihood_accuracy": accuracy,
     }
     _save(folder, llm, tok, info)
-    log(f"[instruct] stretched {first.name} -> {folder.name} in {train_s:.0f}s: held-out accuracy {accuracy}")
+    stage.check()
+    log(f"[instruct] stretched {first.folder.name} -> {folder.name} in {train_s:.0f}s: held-out accuracy {accuracy}")
     return folder
+
+
+def _stage(folder: Path) -> Stage:
+    """A taught LM's folder as a `Stage`: complete when its info file is there (`_save` writes the folder
+    atomically, the info file with it)."""
+    return Stage("[instruct]", folder, (TINY_INFO_FILE,))
 
 
 def _acc_key(k: int) -> str:

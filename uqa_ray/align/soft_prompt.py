@@ -1,25 +1,20 @@
 """Soft prompts: splice adapter vectors into a chat prompt through `inputs_embeds`, with masked labels.
 
 Placement (UQABENCH.md section 4):
-  prefix     official: the soft tokens stand before the whole chat prompt, before the system turn
+  prefix     official: the soft tokens stand before the whole chat prompt, system turn included
              (`torch.cat([user_embeds, word_embeds])` in the release's models/align.py).
-  user_turn  not official: inside the user turn, where a Text-k history would stand. The user message
-             carries `MARKER` (put in front of the question by USER_TURN_LAYOUT if absent); the rendered
-             prompt is split there and the marker text itself never reaches the tokenizer.
+  user_turn  not official: inside the user turn, where a Text-k history would stand, at `MARKER` (put in
+             front of the question by USER_TURN_LAYOUT if absent; the marker never reaches the tokenizer).
 
-The prompt is the tokenizer's own chat template (ChatML with its default system prompt for Qwen and for
-our tiny default). The prompt tokens are the template rendered with `add_generation_prompt=True` -
-exactly what generation sees - and the target is the rest of the full rendered chat
-("<answer><|im_end|>\n" for ChatML), tokenized on its own, so training and evaluation share the prompt
-tokens bit for bit.
+The prompt is the tokenizer's own chat template rendered with `add_generation_prompt=True` (exactly what
+generation sees); the target is the rest of the full rendered chat ("<answer><|im_end|>\n" for ChatML),
+tokenized on its own, so training and evaluation share the prompt tokens bit for bit.
 
-Labels (IGNORE = -100 carries no loss; soft positions never carry loss):
-  official  as the release's dataloader.preprocess (Qwen's fine-tuning recipe): the answer tokens, the
-            closing <|im_end|> and newline, PLUS the <|im_start|>, <|im_end|> and the newline after
-            <|im_end|> of every prompt turn (system, user, and the assistant's opening <|im_start|>);
-            role names, system text and the question carry no loss. The very first text token gets no
-            label either, as the release shifts labels past the soft tokens (`logits[offset:-1]` vs
-            `labels[1:]`). Needs ChatML special tokens.
+Labels (IGNORE = -100 carries no loss; soft positions never do):
+  official  as the release's dataloader.preprocess: the answer, its closing <|im_end|> and newline, plus
+            the <|im_start|>, <|im_end|> and newline of every prompt turn (role names, system text and the
+            question carry none); the first text token gets none either, as the release shifts labels past
+            the soft tokens (`logits[offset:-1]` vs `labels[1:]`). Needs ChatML special tokens.
   answer    only the answer tokens and the closing delimiter (the target); works with any template.
 """
 from __future__ import annotations
