@@ -36,9 +36,9 @@ from uqa_ray.pretrain.trainer import RANKS_FILE, pretrain, read_meta  # noqa: E4
 
 PROTOCOL = {
     "encoder": {"d_model": 64, "n_layers": 2, "item_dim": 64, "dropout": 0.2, "n_heads": 2},
-    "max_len": 21, "input_mode": "no_side", "zero_stage": 0,
+    "max_len": 21, "input_mode": "no_side",
     "optim": {"lr": 2e-3, "epochs": 5, "micro_batch": 16},
-    "scaling": {"num_workers": 1},
+    "scaling": {"num_workers": 1, "zero_stage": 0},
 }
 LADDER_HEADS = {8: 2, 16: 2, 32: 2, 64: 2, 128: 4, 256: 4}
 N_BOOT = 2000
@@ -84,7 +84,7 @@ def scored(run_dir: Path) -> dict:
 
 def run(data: Path, storage: Path, preset: str, encoder: dict, seed: int, over: dict | None = None) -> dict:
     """One `uqa-ray pretrain` under the protocol with `encoder` overrides (and any other `over`), scored."""
-    cfg = build(PretrainConfig, PROTOCOL, {"data": str(data), "preset": preset, "storage": str(storage),
+    cfg = build(PretrainConfig, PROTOCOL, {"data": str(data), "preset": preset, "scaling": {"storage": str(storage)},
                                            "seed": seed, "encoder": PROTOCOL["encoder"] | encoder}, over)
     res = pretrain(cfg)
     if res.status != "ok":

@@ -78,9 +78,9 @@ def run_preset(data: Path, storage: Path, preset: str, steps: int, micro_batch: 
     ds_json.write_text(json.dumps({"optimizer": {"params": {"torch_adam": True}}}))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "-m", "uqa_ray.pretrain.torchrun",
-        "--data", str(data), "--set", f"preset={preset}", f"max_steps={steps}", f"zero_stage={stage}",
-        "optim.epochs=1", f"optim.micro_batch={micro_batch}", "eval_batch=8", f"storage={storage}",
-        f"name={preset}-z{stage}-{path}", f"deepspeed={ds_json}", *PATHS[path],
+        "--data", str(data), "--set", f"preset={preset}", f"max_steps={steps}", f"scaling.zero_stage={stage}",
+        "optim.epochs=1", f"optim.micro_batch={micro_batch}", "eval_batch=8", f"scaling.storage={storage}",
+        f"name={preset}-z{stage}-{path}", f"scaling.deepspeed={ds_json}", *PATHS[path],
     ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,

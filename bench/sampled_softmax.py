@@ -54,7 +54,7 @@ def main() -> None:
     out: dict = {"protocol": PROTOCOL, "preset": a.preset, "seed": a.seed, "tables": a.tables,
                  "ce": brief(ce), "sampled": {}}
     optim = dict(PROTOCOL["optim"])
-    stage = {"zero_stage": 1} if a.tables == "sparse" else {}  # the sparse path needs ZeRO-1 or 2
+    stage = {"scaling": {"zero_stage": 1}} if a.tables == "sparse" else {}  # the sparse path needs ZeRO-1 or 2
     optim["tables"] = a.tables
     print(f"[bench] ce: HR@10 {ce['model']['HR@10']} {ce['positions_per_s']} positions/s", flush=True)
     for n in a.negatives:

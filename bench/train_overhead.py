@@ -40,8 +40,9 @@ EPOCHS = 2
 
 
 def overrides(data: Path, storage: Path, threads: int) -> dict:
-    return {**PROTOCOL, "data": str(data), "preset": "trm_pp-official", "storage": str(storage),
-            "optim": {**PROTOCOL["optim"], "epochs": EPOCHS}, "scaling": {"num_workers": 1, "cpus_per_worker": threads}}
+    return {**PROTOCOL, "data": str(data), "preset": "trm_pp-official",
+            "optim": {**PROTOCOL["optim"], "epochs": EPOCHS},
+            "scaling": {**PROTOCOL["scaling"], "cpus_per_worker": threads, "storage": str(storage)}}
 
 
 def plain(cfg: PretrainConfig, threads: int) -> dict:
@@ -79,7 +80,7 @@ def lab(over: dict) -> dict:
                           capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise SystemExit(f"uqa-ray pretrain failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    run_dir = Path(cfg.storage) / run_name(cfg)
+    run_dir = Path(cfg.scaling.storage) / run_name(cfg)
     metrics = json.loads((run_dir / SUMMARY_FILE).read_text())["metrics"]
     return {"positions_per_s": metrics["positions_per_s"], "wall_s": time.perf_counter() - t0, "run": str(run_dir)}
 

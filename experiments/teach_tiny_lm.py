@@ -27,7 +27,6 @@ from uqa_ray.io import InputError, atomic_path
 from uqa_ray.lab.config import LabConfig
 from uqa_ray.lab.pipeline import prepared_data, question_set
 from uqa_ray.raysetup import init_ray
-from uqa_ray.tune.grid import GridSpec
 
 MAIN = Path(__file__).resolve().parent / "configs" / "scale_model_size" / "local.yaml"
 
@@ -43,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         cfg = build(LabConfig, load_yaml(args.config), parse_dotted(args.set), {"workdir": args.workdir})
-        spec = build(GridSpec, {k: v for k, v in cfg.grid.items() if k in ("llm", "instruct")},
-                     {"methods": ["no_embedding"]})  # the LM only: no encoders needed
+        spec = cfg.grid  # its llm and instruct: the LM only
         if spec.llm != "tiny":
             raise ConfigError(f"{args.config}: grid.llm is {spec.llm!r}; only the tiny default is taught here")
         if args.rekey:

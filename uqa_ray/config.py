@@ -2,8 +2,9 @@
 
 Every stage declares its config as a frozen dataclass with defaults. `build(Cls, overrides)` turns a
 (nested) mapping into an instance: unknown keys and wrong types are errors that name the dotted key,
-and each dataclass may validate itself in `__post_init__`. `content_hash` keys stage outputs so that a
-rerun with the same config reuses them.
+and each dataclass may validate itself in `__post_init__` (and derive defaults of its nested configs from
+its own overrides, `derived_defaults`). `content_hash` keys stage outputs so that a rerun with the same
+config reuses them.
 """
 from __future__ import annotations
 
@@ -103,6 +104,8 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
 
 
 def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    if hasattr(cls, "derived_defaults"):  # defaults a config derives from its own overrides (LabConfig's seed)
+        data = merge(cls.derived_defaults(data), data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
@@ -111,13 +114,27 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
             f"unknown key(s) {', '.join(prefix + k for k in unknown)} for {cls.__name__}; "
             f"valid keys: {', '.join(sorted(fields))}"
         )
-    kwargs = {k: _check_type(v, hints[k], prefix + k) for k, v in data.items()}
+    kwargs = {k: _check_type(_onto_default(fields[k], v), hints[k], prefix + k) for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
+    except ConfigError as e:  # from a config its __post_init__ builds (GridSpec's AlignConfig): say where
+        if not prefix:
+            raise
+        raise ConfigError(f"{prefix.rstrip('.')}: {e}") from e
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from e
+
+
+def _onto_default(field: dataclasses.Field, value: Any) -> Any:
+    """Overrides of a nested config apply onto the field's own default, which may differ from its class's
+    (pretraining's `scaling` defaults to 2 workers, alignment's to 0): `scaling: {use_gpu: true}` keeps
+    the rest of the parent's default."""
+    default = field.default
+    if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    if dataclasses.is_dataclass(default) and not isinstance(default, type) and isinstance(value, Mapping):
+        return merge(to_dict(default), value)
+    return value
 
 
 def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -139,3 +139,29 @@ def test_pretraining_run_name_includes_the_code(monkeypatch):
     assert name.startswith("trm_pp-official-L512-full-ce-") and name == trainer.run_name(PretrainConfig())
     monkeypatch.setattr(trainer, "source_hash", lambda *pkgs: "other code")
     assert trainer.run_name(PretrainConfig()) != name
+
+
+def test_one_scaling_spec_with_each_stage_defaults_and_the_run_key_ignores_where_it_runs():
+    """`scaling` is one spec (uqa_ray/scaling.py) for pretraining and alignment; an override of it applies
+    onto the stage's own default (pretraining: 2 workers; alignment: 0, mid-run checkpoints every 100
+    steps), and a pretraining run's key ignores where it runs except what shapes its checkpoint."""
+    from uqa_ray.align.config import align_config
+    from uqa_ray.pretrain.config import PretrainConfig
+    from uqa_ray.pretrain.trainer import run_name
+    from uqa_ray.scaling import Scaling
+
+    pre = build(PretrainConfig, {"scaling": {"use_gpu": True}})
+    assert isinstance(pre.scaling, Scaling) and pre.scaling.num_workers == 2 and pre.scaling.use_gpu
+    assert pre.scaling.storage == PretrainConfig().scaling.storage
+    ali = align_config("official", {"scaling": {"num_workers": 2}})
+    assert type(ali.scaling) is Scaling and ali.scaling.checkpoint_every == 100 and ali.scaling.num_workers == 2
+    base = run_name(PretrainConfig())
+    elsewhere = {"num_workers": 8, "use_gpu": True, "cpus_per_worker": 4, "max_failures": 0, "checkpoint_every": 5,
+                 "keep_checkpoints": 3, "storage": "/mnt/shared/runs", "resources_per_worker": {"TPU": 1}}
+    assert run_name(build(PretrainConfig, {"scaling": elsewhere})) == base
+    assert run_name(build(PretrainConfig, {"scaling": {"zero_stage": 3}})) != base
+    assert run_name(build(PretrainConfig, {"scaling": {"deepspeed": "ds.json"}})) != base
+    for bad, match in (({"num_workers": 0}, "num_workers >= 1"), ({"storage": "s3://b/runs"}, "a folder"),
+                       ({"zero_stage": 4}, "zero_stage must be one of")):
+        with pytest.raises(ConfigError, match=match):
+            build(PretrainConfig, {"scaling": bad})

@@ -10,6 +10,7 @@ import pytest
 from uqa_ray.config import ConfigError, build, load_yaml
 from uqa_ray.lab.config import LabConfig
 from uqa_ray.lab.pipeline import check
+from uqa_ray.pretrain.config import PretrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 # experiments/ holds one script per paper experiment, plus tools that serve them (no presets of their own)
@@ -32,10 +33,27 @@ def test_config_validates(path):
 
 
 def test_unknown_key_is_an_error_naming_it():
+    """Every stage's block is its own typed config: a typo fails when the lab config is built, named by its
+    dotted key; a variant's, before any work starts (`check`)."""
+    for block, match in (({"pretrain": {"optim": {"lrr": 1}}}, r"pretrain\.optim\.lrr"),
+                         ({"prepare": {"min_clicks": 1}}, r"prepare\.min_clicks"),
+                         ({"questions": {"n_option": 4}}, r"questions\.n_option"),
+                         ({"grid": {"align": {"lrr": 1}}}, r"grid.*lrr"), ({"colour": 1}, "colour")):
+        with pytest.raises(ConfigError, match=match):
+            build(LabConfig, {"experiment": "x", "variants": [{}]}, block)
     with pytest.raises(ConfigError, match=r"variants\[0\].*optim\.lrr"):
-        check(build(LabConfig, {"experiment": "x", "variants": [{}], "pretrain": {"optim": {"lrr": 1}}}))
-    with pytest.raises(ConfigError, match="unknown key.*colour"):
-        build(LabConfig, {"experiment": "x", "colour": 1})
+        check(build(LabConfig, {"experiment": "x", "variants": [{"optim": {"lrr": 1}}]}))
+    with pytest.raises(ConfigError, match="grid.encoders"):
+        build(LabConfig, {"variants": [{}], "grid": {"encoders": [{"dir": "x"}]}})
+
+
+def test_the_lab_seed_and_workdir_reach_every_stage_unless_it_sets_its_own(tmp_path):
+    cfg = build(LabConfig, {"variants": [{}], "seed": 7, "workdir": str(tmp_path)}, {"questions": {"seed": 2}})
+    assert (cfg.prepare.seed, cfg.questions.seed, cfg.pretrain.seed) == (7, 2, 7)
+    assert cfg.pretrain.scaling.storage == str(tmp_path.resolve() / "runs")
+    assert cfg.pretrain.scaling.num_workers == PretrainConfig().scaling.num_workers  # the rest: the stage's own
+    own = build(LabConfig, {"variants": [{}], "pretrain": {"scaling": {"storage": "/mnt/runs"}}})
+    assert own.pretrain.scaling.storage == "/mnt/runs"
 
 
 def test_help():

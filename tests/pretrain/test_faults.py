@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from uqa_ray.cli import main as cli_main
-from uqa_ray.config import build
+from uqa_ray.config import ConfigError, build
 from uqa_ray.distributed import CKPT_TAG, damage
 from uqa_ray.encoders import load_encoder
 from uqa_ray.faults import ENV
@@ -33,14 +33,14 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL_STATES = "mp_rank_00_model_states.pt"  # ZeRO-2: the module's weights, read by every rank
 SETTINGS = {  # 225 train users / 2 workers / micro-batch 8: 14 steps per epoch, 28 in all
     "preset": "tiny", "max_len": 32, "seed": 3, "optim.epochs": 2, "optim.lr": 3e-3, "optim.micro_batch": 8,
-    "scaling.num_workers": 2, "scaling.cpus_per_worker": 0.5, "checkpoint_every": 10, "eval_batch": 32,
-    "zero_stage": 2, "name": "faults",
+    "scaling.num_workers": 2, "scaling.cpus_per_worker": 0.5, "scaling.checkpoint_every": 10, "eval_batch": 32,
+    "scaling.zero_stage": 2, "name": "faults",
 }
 
 
 def _cfg(data, storage, **over) -> PretrainConfig:
     nested: dict = {}
-    for key, value in {**SETTINGS, "data": str(data), "storage": str(storage), **over}.items():
+    for key, value in {**SETTINGS, "data": str(data), "scaling.storage": str(storage), **over}.items():
         *parents, leaf = key.split(".")
         d = nested
         for p in parents:
@@ -70,7 +70,7 @@ class Diverged:
 def diverged(tiny_data, tmp_path_factory) -> Diverged:
     """`uqa-ray pretrain` with a NaN injected at step 25 (the command's exit code and stderr)."""
     storage = tmp_path_factory.mktemp("runs")
-    sets = [f"{k}={v}" for k, v in SETTINGS.items()] + [f"storage={storage}"]
+    sets = [f"{k}={v}" for k, v in SETTINGS.items()] + [f"scaling.storage={storage}"]
     err = io.StringIO()
     with contextlib.redirect_stderr(err), pytest.MonkeyPatch.context() as m:
         m.setenv(ENV, '{"nan_at_step": 25}')  # read by the launching process (uqa_ray/faults.py)
@@ -167,7 +167,7 @@ def _torchrun(data, storage, port: int, *sets: str, faults: str = "") -> subproc
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(port), "-m", "uqa_ray.pretrain.torchrun", "--data", str(data), "--set",
            "preset=tiny", "max_len=32", "optim.epochs=1", "optim.micro_batch=16", "optim.lr=3e-3",
-           f"storage={storage}", "name=t", "checkpoint_every=3", "zero_stage=2", *sets]
+           f"scaling.storage={storage}", "name=t", "scaling.checkpoint_every=3", "scaling.zero_stage=2", *sets]
     env = {**os.environ, "PYTHONPATH": str(ROOT), ENV: faults}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
@@ -192,10 +192,10 @@ def test_torchrun_nan_then_truncated_latest_falls_back_to_previous(tiny_data, tm
 
 @pytest.mark.parametrize("field", ["checkpoint_every", "max_failures"])
 def test_config_rejects_negative_counts(field):
-    with pytest.raises(ValueError, match=f"{field} must be >= 0"):
-        PretrainConfig(**{field: -1})
-    with pytest.raises(ValueError, match="keep_checkpoints must be >= 1"):
-        PretrainConfig(keep_checkpoints=0)
+    with pytest.raises(ConfigError, match=f"scaling: {field} must be >= 0"):
+        build(PretrainConfig, {"scaling": {field: -1}})
+    with pytest.raises(ConfigError, match="keep_checkpoints must be >= 1"):
+        build(PretrainConfig, {"scaling": {"keep_checkpoints": 0}})
 
 
 def test_damage_check_catches_truncation_and_flipped_bytes_in_own_files(tmp_path):

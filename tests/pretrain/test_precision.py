@@ -29,7 +29,7 @@ def test_resolve_precision(precision, on_gpu, expected):
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_cpu_config_is_fp32_with_torch_adam(stage):
-    ds = deepspeed_config(_cfg(zero_stage=stage), on_gpu=False)
+    ds = deepspeed_config(_cfg(scaling={"zero_stage": stage}), on_gpu=False)
     assert ds["bf16"] == {"enabled": False}
     assert not ds.get("fp16", {}).get("enabled", False)
     assert ds["optimizer"]["params"]["torch_adam"] is True  # no JIT-built fused Adam on CPU
@@ -38,7 +38,7 @@ def test_cpu_config_is_fp32_with_torch_adam(stage):
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_gpu_config_is_bf16(stage):
-    ds = deepspeed_config(_cfg(zero_stage=stage), on_gpu=True)
+    ds = deepspeed_config(_cfg(scaling={"zero_stage": stage}), on_gpu=True)
     assert ds["bf16"] == {"enabled": True}
     assert not ds.get("fp16", {}).get("enabled", False)
     assert "torch_adam" not in ds["optimizer"]["params"]  # DeepSpeed's fused Adam on GPU

@@ -57,7 +57,8 @@ from uqa_ray.pretrain.config import PretrainConfig
 vocab = {k: min(v, 500) for k, v in OFFICIAL_VOCAB.items()}
 out = {}
 for name, optim in (("cosine", {"schedule": "cosine", "warmup_steps": 4, "min_lr_ratio": 0.1}), ("constant", {})):
-    cfg = build(PretrainConfig, {"preset": "tiny", "max_len": 8, "zero_stage": 0, "optim": {"lr": 1e-3, **optim}})
+    cfg = build(PretrainConfig, {"preset": "tiny", "max_len": 8, "scaling": {"zero_stage": 0},
+                                 "optim": {"lr": 1e-3, **optim}})
     engine, _, _ = loop.build_engine(cfg, cfg.encoder_config(vocab), False, total_steps=20)
     lrs = [engine.get_lr()[0]]
     for _ in range(20):

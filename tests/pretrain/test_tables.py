@@ -144,8 +144,8 @@ def test_with_a_reduce_every_table_is_reduced_and_an_unread_one_is_left_alone():
     ({"optim": {"tables": "rows"}}, "optim.tables"),
     ({"optim": {"tables": "sparse", "weight_decay": 0.1}}, "weight_decay 0 and grad_clip 0"),
     ({"optim": {"tables": "sparse", "grad_clip": 1.0}}, "weight_decay 0 and grad_clip 0"),
-    ({"optim": {"tables": "sparse"}, "zero_stage": 3}, "zero_stage 1 or 2"),
-    ({"optim": {"tables": "sparse"}, "zero_stage": 0}, "zero_stage 1 or 2"),
+    ({"optim": {"tables": "sparse"}, "scaling": {"zero_stage": 3}}, "zero_stage 1 or 2"),
+    ({"optim": {"tables": "sparse"}, "scaling": {"zero_stage": 0}}, "zero_stage 1 or 2"),
 ])
 def test_sparse_tables_config_errors_name_the_setting(over, match):
     from uqa_ray.config import build

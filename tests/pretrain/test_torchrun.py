@@ -31,7 +31,7 @@ def _torchrun(tiny_data: Path, storage: Path, *sets: str, env: dict | None = Non
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()),
            "-m", "uqa_ray.pretrain.torchrun", "--data", str(tiny_data), "--set", "preset=tiny", "max_len=32",
-           "optim.micro_batch=16", "optim.lr=3e-3", f"storage={storage}", "name=t", *sets]
+           "optim.micro_batch=16", "optim.lr=3e-3", f"scaling.storage={storage}", "name=t", *sets]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**(env or os.environ), "PYTHONPATH": str(ROOT)},
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -40,12 +40,12 @@ def _torchrun(tiny_data: Path, storage: Path, *sets: str, env: dict | None = Non
 
 
 def test_torchrun_trains_checkpoints_and_resumes(tiny_data, tmp_path):
-    _, lines = _torchrun(tiny_data, tmp_path, "optim.epochs=1", "checkpoint_every=3", "zero_stage=2")
+    _, lines = _torchrun(tiny_data, tmp_path, "optim.epochs=1", "scaling.checkpoint_every=3", "scaling.zero_stage=2")
     final = lines[-1]
     assert final["final"] and final["eval/n"] > 0 and final["train_loss"] > 0
     assert (tmp_path / "t" / "checkpoints" / "latest" / "ckpt").is_dir()
     # A second launch finds the finished run's checkpoint and has nothing left to train.
-    again, _ = _torchrun(tiny_data, tmp_path, "optim.epochs=1", "checkpoint_every=3", "zero_stage=2")
+    again, _ = _torchrun(tiny_data, tmp_path, "optim.epochs=1", "scaling.checkpoint_every=3", "scaling.zero_stage=2")
     assert "resumed at epoch" in again.stdout + again.stderr or len(
         (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()) == len(lines)
 
@@ -54,7 +54,7 @@ def test_torchrun_trains_checkpoints_and_resumes(tiny_data, tmp_path):
 def test_zero_stage_trains_and_loss_falls(tiny_data, tmp_path, stage):
     # 225 train users / 2 ranks / micro-batch 16: 7 steps per epoch, 2 epochs (~15 s per stage on 2 cores).
     _, lines = _torchrun(tiny_data, tmp_path, "optim.epochs=2", "eval_users=64", "eval_batch=32",
-                         f"zero_stage={stage}")
+                         f"scaling.zero_stage={stage}")
     final = lines[-1]
     assert final["final"] and final["epoch"] == 2
     assert final["zero_stage"] == stage and final["precision"] == "fp32"  # CPU: fp32
@@ -72,7 +72,7 @@ def test_zero_stage_trains_and_loss_falls(tiny_data, tmp_path, stage):
         assert shards == [f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in range(2)], shards
 
 
-SPARSE = ("loss.kind=sampled", "loss.n_negatives=64", "zero_stage=2")
+SPARSE = ("loss.kind=sampled", "loss.n_negatives=64", "scaling.zero_stage=2")
 
 
 def _module_state(storage: Path) -> dict:
@@ -117,7 +117,7 @@ def test_sparse_tables_resume_to_identical_metrics(tiny_data, tmp_path):
     # 7 steps per epoch, 2 epochs; a NaN at step 11 stops the run after the step-9 checkpoint, and the
     # relaunch resumes from it: the same final metrics as an undisturbed run only if the tables' moments
     # came back with it.
-    settings = ("optim.epochs=2", "checkpoint_every=3", "optim.tables=sparse", *SPARSE)
+    settings = ("optim.epochs=2", "scaling.checkpoint_every=3", "optim.tables=sparse", *SPARSE)
     _, whole = _torchrun(tiny_data, tmp_path / "whole", *settings)
     env = {**os.environ, "UQA_RAY_FAULTS": '{"nan_at_step": 11}'}
     with pytest.raises(AssertionError):  # the diverged launch exits non-zero
@@ -146,7 +146,7 @@ def test_sparse_tables_under_bf16_keep_fp32_masters_that_the_export_takes(tiny_d
     master, weight = saved["tables"]["masters"][name], saved["module"][name]
     assert master.dtype == torch.float32 and weight.dtype == torch.bfloat16
     assert torch.equal(master.bfloat16(), weight) and not torch.equal(master, weight.float())
-    cfg = build(PretrainConfig, {"preset": "tiny", "max_len": 32, "precision": "bf16", "zero_stage": 2,
+    cfg = build(PretrainConfig, {"preset": "tiny", "max_len": 32, "precision": "bf16", "scaling": {"zero_stage": 2},
                                  "optim": {"tables": "sparse"}, "loss": {"kind": "sampled"}})
     out = export_encoder(tmp_path / "t" / "checkpoints" / "latest", cfg,
                          cfg.encoder_config(read_meta(tiny_data)["vocab"]), tmp_path / "export")

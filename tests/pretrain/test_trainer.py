@@ -24,10 +24,10 @@ pytestmark = pytest.mark.slow
 
 def _cfg(data, storage, **over) -> PretrainConfig:
     base = {
-        "data": str(data), "preset": "tiny", "max_len": 32, "storage": str(storage), "seed": 3,
+        "data": str(data), "preset": "tiny", "max_len": 32, "seed": 3,
         "optim": {"epochs": 4, "lr": 3e-3, "micro_batch": 8},
-        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5},
-        "checkpoint_every": 10, "eval_batch": 32,
+        "scaling": {"num_workers": 2, "cpus_per_worker": 0.5, "checkpoint_every": 10, "storage": str(storage)},
+        "eval_batch": 32,
         "eval_last": 3,  # each eval user's last 3 clicks are scored (the official protocol: the last one)
     }
     return build(PretrainConfig, base, over)
@@ -35,7 +35,7 @@ def _cfg(data, storage, **over) -> PretrainConfig:
 
 @pytest.fixture(scope="module")
 def zero2(tiny_data, tmp_path_factory):
-    return pretrain(_cfg(tiny_data, tmp_path_factory.mktemp("runs"), zero_stage=2))
+    return pretrain(_cfg(tiny_data, tmp_path_factory.mktemp("runs"), scaling={"zero_stage": 2}))
 
 
 def test_zero2_learns_and_beats_most_popular(zero2):
@@ -66,8 +66,8 @@ def test_one_worker_sliding_windows_same_eval_users(zero2, tiny_data, tmp_path):
     # every window of every training user (count_windows), cut into micro-batches. The loss is the mixed
     # sampled softmax, whose in-batch proposal needs the training popularity in the worker, with row-sparse
     # tables (ZeRO-1) whose export comes from the module state, not from zero_to_fp32's optimizer partitions.
-    res = pretrain(_cfg(tiny_data, tmp_path, zero_stage=1, windows="sliding", optim={"epochs": 1, "tables": "sparse"},
-                        scaling={"num_workers": 1, "cpus_per_worker": 1}, checkpoint_every=0,
+    res = pretrain(_cfg(tiny_data, tmp_path, windows="sliding", optim={"epochs": 1, "tables": "sparse"},
+                        scaling={"num_workers": 1, "cpus_per_worker": 1, "zero_stage": 1, "checkpoint_every": 0},
                         loss={"kind": "sampled", "sampler": "mixed", "n_negatives": 64}))
     assert res.status == "ok"
     m = res.metrics
@@ -103,7 +103,7 @@ def test_worker_sigkill_resumes_to_identical_metrics(zero2, tiny_data, tmp_path,
     # Same config and seed; rank 1 SIGKILLs itself at step 14 (after the step-10 checkpoint). Ray Train
     # restarts the worker group, which resumes from that checkpoint, data position and RNG included.
     monkeypatch.setenv("UQA_RAY_FAULTS", '{"fail_at_step": 14}')  # uqa_ray/faults.py
-    cfg = _cfg(tiny_data, tmp_path, zero_stage=2, max_failures=1)
+    cfg = _cfg(tiny_data, tmp_path, scaling={"zero_stage": 2, "max_failures": 1})
     assert run_name(cfg) == zero2.run_dir.name  # fault injection and retries do not change the run key
     res = pretrain(cfg)
     assert res.status == "ok"
@@ -113,14 +113,14 @@ def test_worker_sigkill_resumes_to_identical_metrics(zero2, tiny_data, tmp_path,
 
 
 def test_rerun_reuses_finished_run(zero2, tiny_data):
-    again = pretrain(_cfg(tiny_data, zero2.run_dir.parent, zero_stage=2))
+    again = pretrain(_cfg(tiny_data, zero2.run_dir.parent, scaling={"zero_stage": 2}))
     assert again.reused and again.metrics == zero2.metrics
 
 
 def test_zero3_matches_zero2(zero2, tiny_data, tmp_path):
     # Same seed, same data order: ZeRO-3 (parameters partitioned at construction by zero.Init, gathered
     # on use) must train the same model as ZeRO-2, up to the order of floating-point reductions.
-    res = pretrain(_cfg(tiny_data, tmp_path, zero_stage=3))
+    res = pretrain(_cfg(tiny_data, tmp_path, scaling={"zero_stage": 3}))
     assert res.status == "ok"
     # ZeRO-3 learns on its own account: its per-epoch loss falls (not only "close to ZeRO-2's").
     history = res.metrics["loss_history"]

@@ -84,7 +84,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     real_initialize = deepspeed.initialize
     result: dict = {}
     for stage in (3, 2):
-        cfg = build(PretrainConfig, {"preset": "3.2M", "max_len": 32, "zero_stage": stage, "seed": 5})
+        cfg = build(PretrainConfig, {"preset": "3.2M", "max_len": 32, "scaling": {"zero_stage": stage}, "seed": 5})
         enc_cfg = cfg.encoder_config(VOCAB)
         handed: dict = {}
 

@@ -6,7 +6,7 @@ import pytest
 
 from analysis.records import load_records
 from tests.tune.pipeline import pipeline
-from uqa_ray.config import build
+from uqa_ray.config import ConfigError, build
 from uqa_ray.tune.grid import GridSpec, expand, run_grid
 from uqa_ray.tune.records import read_record, record_path
 from uqa_ray.tune.trial import config_hash, execute
@@ -135,6 +135,19 @@ def test_cli_builds_the_grid_from_overrides_and_reports_bad_input(tmp_path, caps
     assert main(["tune", "--experiment", "x", "--data", str(tmp_path), "--set", "adapters=[perceiver]",
                  "methods=[text20]"]) == 2
     assert "adapter" in capsys.readouterr().err
+    # methods that align need encoders: refused before any LLM is found or taught
+    assert main(["tune", "--experiment", "x", "--data", str(tmp_path), "--set", "methods=[encoder]"]) == 2
+    assert "need at least one entry in encoders" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field,axis", [("lr", "lrs"), ("adapter", "adapters"), ("strategy", "strategies"),
+                                        ("seed", "seeds")])
+def test_what_the_grid_sweeps_has_one_home(field, axis):
+    """`grid.align.lr` beside `grid.lrs` was two homes for one setting, the axis silently winning."""
+    value = {"lr": 1e-3, "adapter": "mlp", "strategy": "full", "seed": 1}[field]
+    with pytest.raises(ConfigError, match=f"{field} is set by grid.{axis}"):
+        build(GridSpec, {"methods": ["no_embedding"], "align": {field: value}})
+    assert getattr(build(GridSpec, {"methods": ["no_embedding"], axis: [value]}), axis) == (value,)
 
 
 def test_an_untaught_tiny_lm_is_called_out(tmp_path, capsys):

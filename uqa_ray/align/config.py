@@ -23,41 +23,7 @@ from typing import Any, Literal, Mapping
 from uqa_ray.align.model import LoraSettings
 from uqa_ray.align.registry import ADAPTERS
 from uqa_ray.config import build
-
-
-@dataclasses.dataclass(frozen=True)
-class AlignScaling:
-    """Where the alignment trains. `num_workers` 0: inside the trial's own process on its CPUs or GPU
-    (plain torch). >= 1: a Ray Train TorchTrainer of that many workers launched by the trial, each
-    holding a DeepSpeed ZeRO engine (align/distributed.py): one worker per GPU for a full fine-tune of a
-    3B LLM, gloo between CPU workers here. Either way one step computes the same update (the global
-    batch is split across ranks and the loss divided by the tokens of the whole batch; on CPU, fp32, the
-    losses agree to ~1e-7), so this block says how a run goes and is not part of an alignment's identity.
-    One difference on GPU, both bf16: DeepSpeed steps fp32 master weights (as the release's mixed
-    precision does) where the one-process path updates the bf16 LLM weights of `full` directly."""
-
-    num_workers: int = 0
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    resources_per_worker: dict[str, float] = dataclasses.field(default_factory=dict)
-    zero_stage: int = 2  # 3 partitions the LLM's weights too: the LLM is loaded partitioned (zero.Init)
-    deepspeed: str = ""  # a DeepSpeed JSON whose keys override the generated config (offload, buckets, ...)
-    storage: str = ""  # Ray Train storage (a shared folder or s3://, gs://); "" = beside the alignment cache
-    # Ray Train FailureConfig: a lost worker (a preempted node) restarts the worker group, up to this many
-    # times, and the group resumes from the last checkpoint. 0 = fail at the first loss.
-    max_failures: int = 2
-    # Steps between mid-run checkpoints (every rank's ZeRO shard of what trains, the RNG and the step; the
-    # frozen LLM is left out); 0 = none, a restarted group starts over.
-    checkpoint_every: int = 100
-
-    def __post_init__(self) -> None:
-        for name in ("num_workers", "max_failures", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
-        if self.cpus_per_worker <= 0:
-            raise ValueError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+from uqa_ray.scaling import Scaling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +49,11 @@ class AlignConfig:
     log_every: int = 50  # steps between progress reports
     threads: int = 0  # torch intra-op threads in this process; 0 = leave as is
     seed: int = 0
-    scaling: AlignScaling = AlignScaling()
+    # Where it trains (uqa_ray/scaling.py), not part of an alignment's identity: `num_workers` 0 = inside
+    # the trial's own process (plain torch); >= 1 = a Ray Train TorchTrainer of that many DeepSpeed ZeRO
+    # workers launched by the trial (align/distributed.py). `checkpoint_every` 0 = no mid-run checkpoints
+    # (a restarted group starts over); `storage` "" = beside the alignment cache.
+    scaling: Scaling = Scaling(num_workers=0, checkpoint_every=100)
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.llm_lr <= 0:

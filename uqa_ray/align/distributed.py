@@ -225,8 +225,7 @@ def train_distributed(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str |
                                      resources_per_worker={"CPU": s.cpus_per_worker, **s.resources_per_worker}),
         run_config=RunConfig(name=out_dir.name, storage_path=storage, callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=s.max_failures),
-                             # 2: a group restarted after the final report falls back to the mid-run one
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=s.keep_checkpoints)),
     )
     print(f"[align] {out_dir.name}: {s.num_workers} Ray Train workers, ZeRO-{s.zero_stage}, "
           f"strategy {cfg.strategy}", flush=True)

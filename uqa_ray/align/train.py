@@ -8,10 +8,11 @@ and `AlignedModel` returns the masked LM loss; steps, optimiser and the saved fo
 A NaN or inf loss (or gradient norm) stops the run with status "diverged" and the step it happened at
 (the paper's Q-Former NaNs); nothing is saved then, because the weights are poisoned.
 
-Where it runs is `cfg.scaling` (config.AlignScaling): by default inside the Ray Tune trial's own process
+Where it runs is `cfg.scaling` (uqa_ray/scaling.py): by default inside the Ray Tune trial's own process
 (tune/trial.py) on its CPUs or GPU; with `scaling.num_workers` >= 1 as a Ray Train TorchTrainer whose
 workers each hold a DeepSpeed ZeRO engine (align/distributed.py: a multi-GPU full fine-tune of a 3B
-LLM).
+LLM). Both compute the same step (on CPU, fp32, the losses agree to ~1e-7); on GPU, both bf16, DeepSpeed
+steps fp32 master weights where this path updates the bf16 LLM weights of `full` directly.
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from uqa_ray.data.schema import ALIGN_FILES, META_FILE, QUESTIONS_FILES
 from uqa_ray.io import say
 from uqa_ray.lab.config import LabConfig
 from uqa_ray.lab.events import Events
+from uqa_ray.pretrain.config import PretrainConfig
 from uqa_ray.stage import Stage
 
 
@@ -42,7 +43,7 @@ def raw_data(cfg: LabConfig, work: Path) -> Path:
 
 
 def prepared_data(cfg: LabConfig, work: Path) -> Path:
-    from uqa_ray.data.prepare import PrepareConfig, prepare
+    from uqa_ray.data.prepare import prepare
     from uqa_ray.questions.render import prompt_text
 
     if cfg.official:
@@ -52,7 +53,7 @@ def prepared_data(cfg: LabConfig, work: Path) -> Path:
         stage = Stage("prepare", work / "data" / f"official-{key}", (META_FILE,))
         return stage.get(lambda: prepare_official(cfg.official, stage.folder, tokenizer=cfg.tokenizer or None), _say)
     raw = raw_data(cfg, work)
-    pcfg = build(PrepareConfig, {"seed": cfg.seed}, cfg.prepare)
+    pcfg = cfg.prepare
     text = [] if cfg.tokenizer else prompt_text()  # what the embedded tokenizer learns besides the catalog
     stage = Stage("prepare", work / "data" / f"prep-{content_hash(str(raw.resolve()), pcfg, cfg.tokenizer, text)}",
                   (META_FILE,))
@@ -73,9 +74,8 @@ def question_set(cfg: LabConfig, data: Path, work: Path) -> Path:
     if cfg.official and all((Path(cfg.official) / f).exists() for f in ALIGN_FILES.values()):
         return Path(cfg.official)
     from uqa_ray.questions.generate import generate
-    from uqa_ray.questions.spec import QuestionConfig
 
-    qcfg = build(QuestionConfig, {"seed": cfg.seed}, cfg.questions)
+    qcfg = cfg.questions
     # Complete = the question files AND the links to every prepared file (the trials read meta.json, the
     # tokenizer, ... from this folder).
     stage = Stage("questions", work / "questions" / f"q-{content_hash(str(data.resolve()), qcfg)}",
@@ -104,11 +104,9 @@ def pretrained_encoders(cfg: LabConfig, data: Path, work: Path) -> list[dict[str
     as the cluster's resources allow (a size ladder on a cluster trains its sizes side by side)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from uqa_ray.pretrain.config import PretrainConfig
     from uqa_ray.pretrain.trainer import pretrain
 
-    configs = [build(PretrainConfig, {"seed": cfg.seed, "storage": str(work / "runs")}, cfg.pretrain, variant,
-                     {"data": str(data)}) for variant in cfg.variants]
+    configs = [variant_config(cfg, v, data) for v in cfg.variants]
 
     def one(i: int) -> dict[str, Any]:
         pcfg = configs[i]
@@ -154,18 +152,20 @@ def variant_encoder(cfg: LabConfig, variant: dict[str, Any]) -> str:
     """The encoder name a variant trains (the `method` of its result records)."""
     from uqa_ray.encoders.presets import PRESETS
 
-    preset = variant.get("preset", cfg.pretrain.get("preset", "trm_pp-official"))
-    enc = {**cfg.pretrain.get("encoder", {}), **variant.get("encoder", {})}
+    preset = variant.get("preset", cfg.pretrain.preset)
+    enc = {**cfg.pretrain.encoder, **variant.get("encoder", {})}
     return enc.get("name", PRESETS[preset]["name"])
 
 
+def variant_config(cfg: LabConfig, variant: dict[str, Any], data: Path | str = "") -> PretrainConfig:
+    """The PretrainConfig of one variant: the lab's `pretrain` block with the variant's overrides."""
+    return build(PretrainConfig, to_dict(cfg.pretrain), variant, {"data": str(data)} if data else {})
+
+
 def check(cfg: LabConfig) -> None:
-    """Validate every stage's overrides before any work starts (a typo fails in seconds, not hours)."""
-    from uqa_ray.data.prepare import PrepareConfig
+    """Validate what the typed config cannot before any work starts (a typo fails in seconds, not hours):
+    the experiment's name, the synthetic preset's overrides and each variant's."""
     from uqa_ray.data.synthetic import preset
-    from uqa_ray.pretrain.config import PretrainConfig
-    from uqa_ray.questions.spec import QuestionConfig
-    from uqa_ray.tune.grid import GridSpec
     from uqa_ray.tune.records import check_experiment
 
     def at(where: str, fn, *args):
@@ -177,11 +177,8 @@ def check(cfg: LabConfig) -> None:
     at("experiment", check_experiment, cfg.experiment)
     if not cfg.raw and not cfg.official:
         at("synth", preset, cfg.synth, cfg.synth_overrides)
-    at("prepare", build, PrepareConfig, cfg.prepare)
-    at("questions", build, QuestionConfig, cfg.questions)
     for i, v in enumerate(cfg.variants):
-        at(f"variants[{i}]", build, PretrainConfig, cfg.pretrain, v)
-    at("grid", build, GridSpec, cfg.grid, {"encoders": [{"dir": "."}] if cfg.variants else []})
+        at(f"variants[{i}]", variant_config, cfg, v)
 
 
 def sweep(work: Path, experiment: str) -> None:

@@ -12,7 +12,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="prepared data folder (uqa-ray prepare)")
     p.add_argument("--config", action="append", default=[], help="YAML file of PretrainConfig overrides")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override, e.g. preset=25M scaling.num_workers=4 zero_stage=3 loss.kind=infonce")
+                   help="override, e.g. preset=25M scaling.num_workers=4 scaling.zero_stage=3 loss.kind=infonce")
 
 
 def load_config(args: argparse.Namespace) -> PretrainConfig:

@@ -13,6 +13,7 @@ from uqa_ray.data.windows import Window
 from uqa_ray.encoders.config import OFFICIAL_VOCAB
 from uqa_ray.encoders.presets import PRESETS, preset_config
 from uqa_ray.pretrain.losses import LossConfig
+from uqa_ray.scaling import Scaling
 
 TABLES = ("dense", "sparse")  # OptimConfig.tables
 
@@ -56,20 +57,6 @@ class OptimConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ScalingSpec:
-    """Ray Train workers. One worker per GPU on clusters; CPU workers talk over gloo."""
-
-    num_workers: int = 2
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    resources_per_worker: dict[str, float] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.num_workers < 1:
-            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
-
-
-@dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     data: str = ""  # a prepared data folder (uqa-ray prepare)
     preset: str = "trm_pp-official"  # a key of encoders.presets.PRESETS
@@ -81,14 +68,11 @@ class PretrainConfig:
     windows: Window = "last"
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
-    scaling: ScalingSpec = ScalingSpec()
-    zero_stage: int = 2
-    deepspeed: str = ""  # optional DeepSpeed JSON whose keys override the generated config
+    # Ray Train workers, ZeRO, restarts, checkpoints (`checkpoint_every` 0 = at the end of each epoch only)
+    # and storage: the run lives at `<scaling.storage>/<name>`, a folder every worker can reach.
+    scaling: Scaling = Scaling(num_workers=2, storage="runs/pretrain")
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     shuffle_buffer: int = 256  # rows; seeded per epoch, so the order is reproducible
-    checkpoint_every: int = 0  # steps; 0 = at the end of each epoch only
-    # 2, not 1: a truncated or corrupt latest checkpoint then has a previous one to fall back to (loop.py).
-    keep_checkpoints: int = 2
     eval_users: int = 0  # 0 = every eval user
     # HR@k / NDCG@k over each eval user's last `eval_last` clicks, each from the clicks before it; 1 = the
     # official protocol (the last click). More targets per user: the same metric, less noise with few users.
@@ -96,33 +80,26 @@ class PretrainConfig:
     eval_batch: int = 16
     ks: tuple[int, ...] = (1, 5, 10, 20, 50)
     max_steps: int = 0  # 0 = no limit (smoke runs and tests cap it)
-    # Ray Train FailureConfig: a lost worker (a preempted node) restarts the worker group from the latest
-    # checkpoint, up to this many times (0 = the run fails at the first loss)
-    max_failures: int = 2
     seed: int = 0
-    name: str = ""  # run name under `storage`; "" = derived from the config hash
-    storage: str = "runs/pretrain"
+    name: str = ""  # run name under `scaling.storage`; "" = derived from the config hash
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"preset: unknown {self.preset!r}; known: {', '.join(PRESETS)}")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
-        if self.optim.tables == "sparse" and self.zero_stage not in (1, 2):
+        if self.scaling.num_workers < 1 or not self.scaling.storage or "://" in self.scaling.storage:
+            raise ValueError("pretraining needs scaling.num_workers >= 1 and scaling.storage a folder every "
+                             f"worker can reach, got {self.scaling.num_workers}, {self.scaling.storage!r}")
+        if self.optim.tables == "sparse" and self.scaling.zero_stage not in (1, 2):
             # ZeRO-0's fallback all-reduce walks every module parameter (the tables would be reduced twice);
             # ZeRO-3 partitions them.
-            raise ValueError(f"optim.tables 'sparse' needs zero_stage 1 or 2, got {self.zero_stage}")
+            raise ValueError(f"optim.tables 'sparse' needs scaling.zero_stage 1 or 2, got {self.scaling.zero_stage}")
         if self.max_len < 2:
             raise ValueError(f"max_len must be >= 2 (one input and one target), got {self.max_len}")
-        for name in ("checkpoint_every", "eval_users", "max_steps", "max_failures", "seed", "shuffle_buffer"):
+        for name in ("eval_users", "max_steps", "seed", "shuffle_buffer"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.eval_batch < 1 or self.eval_last < 1:
             raise ValueError(f"eval_batch and eval_last must be >= 1, got {self.eval_batch}, {self.eval_last}")
-        if self.keep_checkpoints < 1:
-            # Ray Train's num_to_keep; 1 leaves nothing to fall back to when the latest is corrupt.
-            raise ValueError(f"keep_checkpoints must be >= 1 (2 or more to survive a corrupt one), "
-                             f"got {self.keep_checkpoints}")
         # Validate the encoder overrides now (with official vocab sizes) rather than on the workers.
         self.encoder_config(OFFICIAL_VOCAB)
 

@@ -1,6 +1,6 @@
 """The DeepSpeed JSON config of a training run (pretraining here; alignment in align/distributed.py).
 
-A user's own DeepSpeed JSON (`PretrainConfig.deepspeed`) is merged over the generated one, so every
+A user's own DeepSpeed JSON (`PretrainConfig.scaling.deepspeed`) is merged over the generated one, so every
 DeepSpeed knob (offload, bucket sizes, ...) stays reachable without a new field here.
 """
 from __future__ import annotations
@@ -81,9 +81,9 @@ def deepspeed_config(cfg, on_gpu: bool, total_steps: int = 0) -> dict[str, Any]:
     scheduler = lr_scheduler(o, total_steps)
     if scheduler:
         extra["scheduler"] = scheduler
-    if cfg.zero_stage == 3:
+    if cfg.scaling.zero_stage == 3:
         # Gather the (small) recommender layers eagerly; sequence encoders have many tiny params.
         extra["zero_optimization"] = {"stage3_param_persistence_threshold": 1e4}
-    return engine_config(micro_batch=o.micro_batch, grad_accum=o.grad_accum, zero_stage=cfg.zero_stage,
+    return engine_config(micro_batch=o.micro_batch, grad_accum=o.grad_accum, zero_stage=cfg.scaling.zero_stage,
                          precision=resolve_precision(cfg.precision, on_gpu), grad_clip=o.grad_clip,
-                         extra=extra, user_json=cfg.deepspeed)
+                         extra=extra, user_json=cfg.scaling.deepspeed)

@@ -58,9 +58,9 @@ def build_engine(cfg: PretrainConfig, enc_cfg, on_gpu: bool, total_steps: int = 
     counts = None  # training popularity: the popularity and in-batch samplers' proposal (every rank reads it)
     if cfg.loss.kind == "sampled" and cfg.loss.sampler != "uniform":
         counts = train_counts(Path(cfg.data) / PRETRAIN_FILES["train"], enc_cfg.vocab["uni_seq_item_id"])
-    with deepspeed.zero.Init(enabled=cfg.zero_stage == 3, config_dict_or_path=ds_cfg):
+    with deepspeed.zero.Init(enabled=cfg.scaling.zero_stage == 3, config_dict_or_path=ds_cfg):
         model = PretrainObjective(enc_cfg, cfg.loss, counts)
-    if cfg.zero_stage == 3:
+    if cfg.scaling.zero_stage == 3:
         for p in model.external_parameters():
             deepspeed.zero.register_external_parameter(model, p)
     dense, sparse = split_parameters(model, cfg.optim.tables)
@@ -111,7 +111,7 @@ def evaluate(engine, session, cfg: PretrainConfig, enc_cfg, device: torch.device
             q, last, target, row = module.eval_queries(b, cfg.eval_last)
             # Under ZeRO-3 the table is gathered per batch and only AFTER the forward: the encoder's own
             # forward re-partitions it on exit, even inside an outer GatheredParameters.
-            with _gathered([weight], cfg.zero_stage == 3):
+            with _gathered([weight], cfg.scaling.zero_stage == 3):
                 if weight.shape != (enc_cfg.vocab["uni_seq_item_id"], enc_cfg.item_dim):
                     raise RuntimeError(f"item table not gathered for evaluation: shape {tuple(weight.shape)}")
                 ranks = target_ranks(last, module.item_vectors(weight), target)
@@ -225,7 +225,8 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
                     f"{steps_per_epoch} loss {window[0] / max(window[1], 1):.4f}",
                     flush=True,
                 )
-            if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0 and not done:
+            every = cfg.scaling.checkpoint_every  # 0: only at each epoch's end (below)
+            if every and state["global_step"] % every == 0 and not done:
                 checkpoint(state, {"epoch": epoch + 1, "step": state["global_step"], **resumed})
             if done:
                 break
@@ -238,7 +239,7 @@ def train_loop(cfg_dict: dict[str, Any], session_factory=None) -> dict[str, Any]
             "train_loss": window[0] / max(window[1], 1.0),
             "positions_per_s": positions / elapsed if elapsed > 0 else math.nan,
             "precision": precision,
-            "zero_stage": cfg.zero_stage,
+            "zero_stage": cfg.scaling.zero_stage,
             **{f"eval/{k}": v for k, v in eval_metrics.items()},
             **{f"baseline/{b}/{k}": v for b, m in run.get("baselines", {}).items() for k, v in m.items()},
             **resumed,  # where this process resumed, and any checkpoint it had to skip

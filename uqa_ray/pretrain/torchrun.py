@@ -1,9 +1,9 @@
 """The same per-worker loop without Ray, for debugging and single-node measurements:
 
-    torchrun --nproc_per_node 8 -m uqa_ray.pretrain.torchrun --data DIR --set preset=85M zero_stage=2
+    torchrun --nproc_per_node 8 -m uqa_ray.pretrain.torchrun --data DIR --set preset=85M scaling.zero_stage=2
 
 Data comes straight from the Arrow files (rows strided by rank), checkpoints go to
-`<storage>/<name>/checkpoints/{latest,previous}`, metrics are printed by rank 0.
+`<scaling.storage>/<name>/checkpoints/{latest,previous}`, metrics are printed by rank 0.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group("nccl" if on_gpu else "gloo")
     vocab = read_meta(cfg.data)["vocab"]
     n_train = sum(arrow_file_info(Path(cfg.data) / PRETRAIN_FILES["train"])[1])
-    run_dir = Path(cfg.storage).resolve() / run_name(cfg)
+    run_dir = Path(cfg.scaling.storage).resolve() / run_name(cfg)
     steps = (n_train // dist.get_world_size()) // cfg.optim.micro_batch
     loop_cfg = {**to_dict(cfg), "_run": {"vocab": vocab, "steps_per_epoch": steps, "run_dir": str(run_dir),
                                          "threads": torch.get_num_threads(), "faults": dataclasses.asdict(armed())}}

@@ -60,10 +60,12 @@ def read_meta(data: str | Path) -> dict[str, Any]:
 
 
 def run_name(cfg: PretrainConfig) -> str:
-    # Keyed by everything that changes the weights (not by scaling or storage), so a rerun resumes: the
-    # config, and the code of the packages that build, feed and train the model (`WEIGHTS_CODE`), so a
-    # code change never silently reuses a run that older code finished.
-    key = dataclasses.replace(cfg, scaling=type(cfg.scaling)(), name="", storage="", max_failures=0)
+    # Keyed by everything that changes the weights, so a rerun resumes: the config but where it runs
+    # (`scaling`; its ZeRO stage and DeepSpeed JSON kept, as they shape the checkpoint it resumes from), and
+    # the code of the packages that build, feed and train the model (`WEIGHTS_CODE`), so a code change
+    # never silently reuses a run that older code finished.
+    key = {**to_dict(cfg), "name": "", "scaling": {"zero_stage": cfg.scaling.zero_stage,
+                                                   "deepspeed": cfg.scaling.deepspeed}}
     key_hash = content_hash(key, source_hash(*WEIGHTS_CODE))
     return cfg.name or f"{cfg.preset}-L{cfg.max_len}-{cfg.input_mode}-{cfg.loss.kind}-{key_hash}"
 
@@ -85,7 +87,7 @@ def export_encoder(ckpt_dir: Path, cfg: PretrainConfig, enc_cfg, out: Path) -> P
     whole = tag_dir / "mp_rank_00_model_states.pt"  # the module whole (ZeRO-0/1/2; ZeRO-3 writes shards only)
     saved = torch.load(whole, map_location="cpu", weights_only=False) if whole.exists() else {"module": {}}
     state = dict(saved["module"])
-    if any(tag_dir.glob("*optim_states.pt")) and cfg.zero_stage > 0:
+    if any(tag_dir.glob("*optim_states.pt")) and cfg.scaling.zero_stage > 0:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         # Gathers every rank's fp32 master partition (ZeRO-1/2/3): the exact weights, even under bf16. It
@@ -158,7 +160,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     vocab = meta.get("vocab") or {}
     enc_cfg = cfg.encoder_config(vocab)
     name = run_name(cfg)
-    storage = Path(cfg.storage).resolve()
+    storage = Path(cfg.scaling.storage).resolve()
     run_dir = storage / name
     export = run_dir / EXPORT_DIR
     # Finished = the export, then the summary written after it (a diverged or failed run writes neither).
@@ -205,8 +207,8 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         run_config=RunConfig(
             name=name,
             storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.scaling.keep_checkpoints),
         ),
         datasets={"train": train_ds, "eval": eval_ds},
         # preserve_order makes the equal split across workers deterministic (Ray Data's OutputSplitter
@@ -215,7 +217,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         # and scores its own stride of rows (loop.evaluate): every eval user once, whatever the world.
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True)),
     )
-    say(f"[pretrain] {name}: {world} workers, ZeRO-{cfg.zero_stage}, {steps_per_epoch} steps/epoch")
+    say(f"[pretrain] {name}: {world} workers, ZeRO-{cfg.scaling.zero_stage}, {steps_per_epoch} steps/epoch")
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:

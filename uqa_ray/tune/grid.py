@@ -35,7 +35,7 @@ from uqa_ray.align.config import align_config
 from uqa_ray.align.instruct import InstructConfig, instruct_tiny_llm
 from uqa_ray.align.llm import TINY_INFO_FILE
 from uqa_ray.align.lm_cache import cache_dir, check_taught_for
-from uqa_ray.config import content_hash, to_dict
+from uqa_ray.config import ConfigError, content_hash, to_dict
 from uqa_ray.data.schema import TRUTH_FILE
 from uqa_ray.evaluate.run import METHODS, method_spec
 from uqa_ray.io import atomic_path
@@ -44,6 +44,7 @@ from uqa_ray.tune.records import read_record, record_path
 from uqa_ray.tune.trial import identity, spec_id
 
 SEED_FREE = ("no_embedding", "oracle", "text20", "text50")
+AXES = {"adapter": "adapters", "strategy": "strategies", "lr": "lrs", "seed": "seeds"}  # AlignConfig field: axis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,7 @@ class GridSpec:
     # size ladder: one control line, at a fraction of the trials)
     random_of: Literal["each", "last"] = "each"
     align_preset: str = "official"
-    align: dict[str, Any] = dataclasses.field(default_factory=dict)  # AlignConfig overrides
+    align: dict[str, Any] = dataclasses.field(default_factory=dict)  # AlignConfig overrides (not the axes)
     llm: str = "tiny"  # an LLM folder or hub name; "tiny" = the embedded default (built + taught, cached)
     instruct: InstructConfig = InstructConfig()
     n_boot: int = 1000
@@ -80,13 +81,17 @@ class GridSpec:
     max_failures: int = 2
 
     def __post_init__(self) -> None:
+        # One home per setting: what the grid sweeps is set by its axis, never also in `align` (where the
+        # axis would silently win).
+        swept = {k: f"grid.{axis}" for k, axis in AXES.items() if k in self.align}
+        if swept:
+            raise ValueError("align: " + ", ".join(f"{k} is set by {a}" for k, a in swept.items())
+                             + " (a list of one value fixes it)")
         bad = sorted(set(self.methods) - set(METHODS))
         if bad:
             raise ValueError(f"methods: unknown {bad}; known {sorted(METHODS)}")
         if self.align_preset not in ALIGN_PRESETS:
             raise ValueError(f"align_preset: unknown {self.align_preset!r}; known {sorted(ALIGN_PRESETS)}")
-        if {"encoder", "random"} & set(self.methods) and not self.encoders:
-            raise ValueError("methods 'encoder'/'random' need at least one entry in encoders")
         if not self.strategies or not self.seeds:
             raise ValueError("strategies and seeds must be non-empty")
         if min(self.max_concurrent, self.max_questions, self.text_max_questions, self.max_failures) < 0 \
@@ -207,6 +212,8 @@ def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir:
     from uqa_ray.raysetup import init_ray
     from uqa_ray.tune.trial import tune_trainable
 
+    if {"encoder", "random"} & set(spec.methods) and not spec.encoders:  # before the LLM is found or taught
+        raise ConfigError("methods 'encoder'/'random' need at least one entry in encoders")
     storage = Path(storage).resolve()
     llm_dir = resolve_llm(spec, data_dir, storage)
     trials = expand(spec, data_dir, llm_dir, experiment, results_dir, storage)
