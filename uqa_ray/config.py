@@ -8,8 +8,8 @@ config reuses them.
 """
 from __future__ import annotations
 
-import dataclasses
 import ast
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
