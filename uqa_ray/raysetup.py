@@ -1,10 +1,34 @@
-"""Starting or joining Ray, with the settings this lab relies on."""
+"""Starting or joining Ray, with the settings this lab relies on, and how much of Ray's own console shows.
+
+Ray's own lines (Ray Train's controller and workers at INFO, Ray Data's per-dataset lines, Tune's status
+tables) are off unless `UQA_VERBOSE=1` (the experiment scripts' `--verbose`); the lab's own lines and
+every warning stay, and Ray's log files keep everything either way. Progress bars (Ray Data's, and the
+Hugging Face loaders' in every trial) show on a terminal or when verbose: into a log file each redraw is
+a line. `UQA_PROGRESS=1/0` forces them on or off.
+"""
 from __future__ import annotations
 
 import logging
 import os
 import sys
 import warnings
+
+VERBOSE_ENV = "UQA_VERBOSE"
+
+
+def verbose() -> bool:
+    """Whether Ray's own console lines show (module docstring)."""
+    return os.environ.get(VERBOSE_ENV, "0") not in ("", "0")
+
+
+def ray_log_level() -> str:
+    """The console level of Ray's own loggers: INFO when `verbose()`, else WARNING."""
+    return "INFO" if verbose() else "WARNING"
+
+
+def progress_bars() -> bool:
+    """Whether progress bars show (module docstring)."""
+    return bool(int(os.environ.get("UQA_PROGRESS", int(sys.stderr.isatty() or verbose()))))
 
 
 def configure_data_context() -> None:
@@ -17,18 +41,24 @@ def configure_data_context() -> None:
 
     ctx = ray.data.DataContext.get_current()
     ctx.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    # Progress bars redraw in place on a terminal; into a log file each redraw is a line (most of a run's
-    # log). UQA_PROGRESS=1/0 forces them on/off.
-    ctx.enable_progress_bars = bool(int(os.environ.get("UQA_PROGRESS", int(sys.stderr.isatty()))))
-    if not ctx.enable_progress_bars:  # then each dataset's "execution finished" INFO line stands in for them
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ctx.enable_progress_bars = progress_bars()
+    logging.getLogger("ray.data").setLevel(ray_log_level())
     ctx.print_on_execution_start = False
 
 
 def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     """Join the cluster named by RAY_ADDRESS (as under `ray job submit`) or start a local one."""
     import ray
+    from transformers.utils import logging as hf_logging
 
+    # Set before Ray starts, so that its workers inherit it (read when huggingface_hub is first imported);
+    # this process has imported it already.
+    bars = progress_bars()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "0" if bars else "1")
+    if bars:
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
@@ -59,8 +89,10 @@ def _init_local(num_cpus: int | None) -> None:
         port = s.getsockname()[1]
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # read by Ray's node start-up
     try:
+        # (No job-wide ray.LoggingConfig: it also drops the "(worker pid=...)" prefix of every forwarded line.)
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=True,
-                 runtime_env={"env_vars": {"RAY_ADDRESS": f"{get_node_ip_address()}:{port}"}})
+                 runtime_env={"env_vars": {"RAY_ADDRESS": f"{get_node_ip_address()}:{port}",
+                                           VERBOSE_ENV: os.environ.get(VERBOSE_ENV, "0")}})
     finally:
         os.environ.pop("RAY_GCS_SERVER_PORT", None)  # a later subprocess's own Ray must not reuse it
 
@@ -77,7 +109,7 @@ class _WorkerConsole(logging.Filter):
         if record.levelno >= logging.WARNING:
             return True
         if f"{os.sep}ray{os.sep}train{os.sep}" in record.pathname:
-            return False
+            return verbose()
         return not (self.teed and record.name == "root")
 
 
@@ -88,6 +120,7 @@ def quiet_train_worker() -> None:
     keep everything."""
     # DeepSpeed's ZeRO calls a torch collective that torch deprecates: a two-line warning per worker and run.
     warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
+    logging.getLogger("ray.data").setLevel(ray_log_level())  # each dataset's "execution finished" line
     teed = sys.stdout is not sys.__stdout__  # the condition of Ray Train's tee (logging/patch_print.py)
     for logger in (logging.getLogger(), logging.getLogger("ray.train")):
         for handler in logger.handlers:

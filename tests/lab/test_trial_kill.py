@@ -111,6 +111,8 @@ def test_a_killed_trial_is_named_without_retries_and_retried_with_them(tmp_path)
     # The console: a line per trial event instead of Tune's tables, and each worker line once (Ray Train's
     # print patch used to bring every line twice).
     assert f"[tune] FAILED {tid} after its retries" in out and "Trial status" not in out
+    # ... and none of Ray Train's own INFO lines, nor a loader's progress bar redrawn line by line in the log
+    assert "Requesting resources" not in out and "Loading weights" not in out
     epochs = [ln.split(") ", 1)[-1] for ln in out.splitlines() if "[pretrain] epoch 1 done:" in ln]
     assert len(epochs) == len(set(epochs)) == len(ci["variants"]), epochs
     # The event log: a line per stage of this run, the trial counts as the done line says them.

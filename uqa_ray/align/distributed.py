@@ -38,7 +38,7 @@ from uqa_ray.distributed import CheckpointSink, RayCheckpoints, allreduce_sum, l
 from uqa_ray.encoders.config import input_columns
 from uqa_ray.faults import Faults, armed
 from uqa_ray.pretrain.ds_config import engine_config, resolve_precision
-from uqa_ray.raysetup import init_ray, quiet_train_worker
+from uqa_ray.raysetup import init_ray, quiet_train_worker, ray_log_level
 
 SAVED = "aligned"  # rank 0's folder inside the reported checkpoint
 
@@ -197,7 +197,7 @@ def train_distributed(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str |
     actor that costs several steps' time (docs/decisions.md), hence reports every `log_every` steps only.
     `report` is unused: progress goes to Tune through Ray's callback, or to the log."""
     import ray.train
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
@@ -225,7 +225,8 @@ def train_distributed(cfg: AlignConfig, data_dir: str | Path, encoder_dir: str |
                                      resources_per_worker={"CPU": s.cpus_per_worker, **s.resources_per_worker}),
         run_config=RunConfig(name=out_dir.name, storage_path=storage, callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=s.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=s.keep_checkpoints)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=s.keep_checkpoints),
+                             logging_config=LoggingConfig(log_level=ray_log_level())),
     )
     print(f"[align] {out_dir.name}: {s.num_workers} Ray Train workers, ZeRO-{s.zero_stage}, "
           f"strategy {cfg.strategy}", flush=True)

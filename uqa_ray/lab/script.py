@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from uqa_ray.config import ConfigError, build, load_yaml, parse_dotted
 from uqa_ray.io import EXIT_BAD_INPUT, EXIT_INCOMPLETE, InputError
 from uqa_ray.lab.config import LabConfig
+from uqa_ray.raysetup import VERBOSE_ENV
 
 
 def config_path(configs: Path, name: str) -> Path:
@@ -41,7 +43,11 @@ def main(script: str, doc: str, argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="LabConfig overrides, e.g. workdir=/mnt/shared/lab pretrain.scaling.num_workers=8")
     p.add_argument("--workdir", help="where every stage writes (default: lab/ in the current folder)")
+    p.add_argument("--verbose", action="store_true", help="Ray's own console lines too: Ray Train's and Ray "
+                   "Data's INFO lines, progress bars, Tune's status tables (UQA_VERBOSE=1)")
     args = p.parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"  # read when Ray starts (raysetup.py), inherited by its workers
     try:
         over = load_yaml(config_path(configs, args.config))
         extra = parse_dotted(args.set)

@@ -149,10 +149,10 @@ def _diverged(
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
     import ray.train
     from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from uqa_ray.raysetup import init_ray
+    from uqa_ray.raysetup import init_ray, ray_log_level
 
     if not cfg.data:
         raise InputError("pretrain: no prepared data folder given (data=...)")
@@ -209,6 +209,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             storage_path=str(storage),
             failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.scaling.keep_checkpoints),
+            logging_config=LoggingConfig(log_level=ray_log_level()),
         ),
         datasets={"train": train_ds, "eval": eval_ds},
         # preserve_order makes the equal split across workers deterministic (Ray Data's OutputSplitter

@@ -209,7 +209,7 @@ def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir:
     config hash), and a trial whose record exists returns it without running (trial.py)."""
     from ray import tune
 
-    from uqa_ray.raysetup import init_ray
+    from uqa_ray.raysetup import init_ray, verbose
     from uqa_ray.tune.trial import tune_trainable
 
     if {"encoder", "random"} & set(spec.methods) and not spec.encoders:  # before the LLM is found or taught
@@ -240,7 +240,7 @@ def run_grid(experiment: str, spec: GridSpec, data_dir: str | Path, results_dir:
             # one: trials not yet created when the experiment stops are not in its state and a restore
             # cannot see them (the fallback below runs them). Without it every trial is created up front.
             tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent or None, reuse_actors=True),
-            run_config=tune.RunConfig(name=tune_name, storage_path=str(storage), verbose=0,
+            run_config=tune.RunConfig(name=tune_name, storage_path=str(storage), verbose=int(verbose()),
                                       callbacks=[TrialLines(len(todo))],
                                       stop=StopAfter(stop_after) if stop_after else None,
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
