@@ -135,3 +135,21 @@ def test_zero3_matches_zero2(zero2, tiny_data, tmp_path):
     # weights by relative norm rather than elementwise.
     for (name, p), q in zip(model.state_dict().items(), ref.state_dict().values()):
         assert (p - q).norm() <= 5e-2 * q.norm() + 1e-6, name
+
+
+def test_arrow_feed_under_ray_train_trains_as_torchrun_does(zero2, tiny_data, tmp_path):
+    """`feed: arrow`: each Ray Train worker reads the memory-mapped Arrow files itself (no Ray Data), the
+    reader torchrun uses, so the two launchers train the same model: the same losses and eval metrics.
+    Another order than Ray Data's shuffle buffer, so another run key."""
+    from tests.pretrain.test_torchrun import _torchrun
+
+    res = pretrain(_cfg(tiny_data, tmp_path / "ray", feed="arrow", optim={"epochs": 2}, scaling={"zero_stage": 2}))
+    assert res.status == "ok" and res.run_dir.name != zero2.run_dir.name
+    _, lines = _torchrun(tiny_data, tmp_path / "torchrun", "seed=3", "optim.epochs=2", "optim.micro_batch=8",
+                         "eval_batch=32", "eval_last=3", "scaling.zero_stage=2", "feed=arrow")
+    ray_m, tr_m = res.metrics, lines[-1]
+    assert ray_m["step"] == tr_m["step"] and ray_m["eval/n"] == tr_m["eval/n"] > 0
+    for k in ("train_loss", "eval/loss", "eval/NDCG@10"):
+        assert math.isclose(ray_m[k], tr_m[k], rel_tol=1e-4), (k, ray_m[k], tr_m[k])
+    assert ray_m["eval/HR@10"] == tr_m["eval/HR@10"]
+    assert ray_m["eval/HR@10"] > ray_m["baseline/most_popular/HR@10"]

@@ -66,6 +66,11 @@ class PretrainConfig:
     # Training rows (data/windows.py): "last" = each user's last max_len clicks, as the official loader;
     # "sliding" = windows covering every click of long histories once per epoch.
     windows: Window = "last"
+    # How a Ray Train worker gets its rows (pretrain/session.py): "ray_data" = streamed by Ray Data (any
+    # storage, data larger than memory; a local shuffle buffer of `shuffle_buffer` rows); "arrow" = each
+    # worker memory-maps the prepared Arrow files (a folder every worker reads) and takes its part of a
+    # seeded permutation of all rows each epoch, as torchrun does. Another order, so another run.
+    feed: Literal["ray_data", "arrow"] = "ray_data"
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     # Ray Train workers, ZeRO, restarts, checkpoints (`checkpoint_every` 0 = at the end of each epoch only)

@@ -1,8 +1,10 @@
 """Where a training worker gets its rank, batches and checkpoints from: Ray Train, or plain torchrun.
 
 The per-worker loop (`loop.py`) only talks to a `Session`, so the same plain torch + DeepSpeed code runs
-under Ray Train (data streamed by Ray Data, checkpoints reported to Ray) and under `torchrun` for
-debugging (data read straight from the Arrow file, checkpoints in a local folder).
+under Ray Train (checkpoints reported to Ray) and under `torchrun` for debugging (checkpoints in a local
+folder). Rows come from Ray Data (`feed: ray_data`: streamed, any storage, a local shuffle buffer) or
+straight from the memory-mapped Arrow files (`ArrowRows`: torchrun always, Ray Train with `feed: arrow`;
+each rank takes its stride of a seeded permutation of all rows per epoch).
 """
 from __future__ import annotations
 
@@ -26,14 +28,49 @@ def eval_rows(batch: pa.Table, rank: int, world: int) -> tuple[pa.Table, bool]:
     return (batch.take(mine), True) if len(mine) else (batch.slice(0, 1), False)
 
 
+class ArrowRows:
+    """Batches read from the prepared Arrow files, memory-mapped (one copy in the page cache per node):
+    every epoch a seeded permutation of all training rows, equal parts per rank (as Ray's equal split
+    gives), whole micro-batches only; the whole eval set on every rank."""
+
+    def __init__(self, cfg, rank: int, world: int) -> None:
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self._tables = {
+            split: pa.ipc.open_file(pa.memory_map(str(Path(cfg.data) / name), "r")).read_all()
+            for split, name in PRETRAIN_FILES.items()
+        }
+        if cfg.windows == "sliding":
+            self._tables["train"] = sliding_windows(self._tables["train"], cfg.seq_len)
+
+    def train_batches(self, epoch: int) -> Iterator[pa.Table]:
+        table, batch = self._tables["train"], self.cfg.optim.micro_batch
+        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(table.num_rows)
+        per_rank = len(order) // self.world
+        mine = order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        for s in range(0, len(mine) - len(mine) % batch, batch):
+            yield table.take(mine[s : s + batch])
+
+    def eval_batches(self) -> Iterator[pa.Table]:
+        """As `RaySession.eval_batches`: the whole eval set on every rank."""
+        table = self._tables["eval"]
+        n = min(table.num_rows, self.cfg.eval_users) if self.cfg.eval_users else table.num_rows
+        step = self.cfg.eval_batch * self.world
+        for s in range(0, n, step):
+            yield table.slice(s, min(step, n - s))
+
+
 class RaySession(RayCheckpoints):
-    """Inside a Ray Train worker: dataset shards from `get_dataset_shard`, checkpoints via `report`."""
+    """Inside a Ray Train worker: dataset shards from `get_dataset_shard` (or `ArrowRows` with `feed:
+    arrow`), checkpoints via `report`."""
 
     def __init__(self, cfg) -> None:
         super().__init__()
         self.cfg = cfg
+        self._arrow = ArrowRows(cfg, self.rank, self.world) if cfg.feed == "arrow" else None
 
     def train_batches(self, epoch: int) -> Iterator[pa.Table]:
+        if self._arrow:
+            return self._arrow.train_batches(epoch)
         # The shard's order is deterministic (preserve_order + equal split); the local shuffle is seeded
         # per epoch, so a resumed run sees exactly the batches an uninterrupted run would.
         shard = self._train.get_dataset_shard("train")
@@ -51,41 +88,22 @@ class RaySession(RayCheckpoints):
     def eval_batches(self) -> Iterator[pa.Table]:
         """The WHOLE eval set on every rank (it is not split), in batches of eval_batch x world rows; each
         rank scores its stride of each batch (`eval_rows`)."""
+        if self._arrow:
+            return self._arrow.eval_batches()
         shard = self._train.get_dataset_shard("eval")
         return shard.iter_batches(batch_size=self.cfg.eval_batch * self.world, batch_format="pyarrow")
 
 
 class TorchrunSession(FolderCheckpoints):
-    """Under `torchrun` (debugging): rows read from the Arrow files, strided by rank; checkpoints and
-    metrics in `run_dir`."""
+    """Under `torchrun` (debugging): `ArrowRows` whatever `feed` says; checkpoints and metrics in
+    `run_dir`."""
 
     def __init__(self, cfg, run_dir: Path) -> None:
         super().__init__(run_dir)
-        self.cfg = cfg
-        self._tables = {
-            split: pa.ipc.open_file(pa.memory_map(str(Path(cfg.data) / name), "r")).read_all()
-            for split, name in PRETRAIN_FILES.items()
-        }
-        if cfg.windows == "sliding":
-            self._tables["train"] = sliding_windows(self._tables["train"], cfg.seq_len)
-
-    def _rows(self, split: str, order: np.ndarray, batch: int, drop_last: bool) -> Iterator[pa.Table]:
-        table = self._tables[split]
-        per_rank = len(order) // self.world  # equal rows per rank, as Ray's equal split gives
-        mine = order[self.rank * per_rank : (self.rank + 1) * per_rank]
-        stop = len(mine) - (len(mine) % batch if drop_last else 0)
-        for s in range(0, stop, batch):
-            yield table.take(mine[s : s + batch])
+        self._arrow = ArrowRows(cfg, self.rank, self.world)
 
     def train_batches(self, epoch: int) -> Iterator[pa.Table]:
-        n = self._tables["train"].num_rows
-        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
-        return self._rows("train", order, self.cfg.optim.micro_batch, drop_last=True)
+        return self._arrow.train_batches(epoch)
 
     def eval_batches(self) -> Iterator[pa.Table]:
-        """As `RaySession.eval_batches`: the whole eval set on every rank."""
-        table = self._tables["eval"]
-        n = min(table.num_rows, self.cfg.eval_users) if self.cfg.eval_users else table.num_rows
-        step = self.cfg.eval_batch * self.world
-        for s in range(0, n, step):
-            yield table.slice(s, min(step, n - s))
+        return self._arrow.eval_batches()

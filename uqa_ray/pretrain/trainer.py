@@ -173,10 +173,6 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     init_ray()
     columns = list(input_columns(enc_cfg.input_mode))
     files = {s: Path(cfg.data) / f for s, f in PRETRAIN_FILES.items()}
-    train_ds = read_sequences(files["train"], columns)
-    eval_ds = read_sequences(files["eval"], columns)
-    if cfg.eval_users:
-        eval_ds = eval_ds.limit(cfg.eval_users)
     n_train = count_windows(files["train"], enc_cfg.max_len, cfg.windows)
     world = cfg.scaling.num_workers
     steps_per_epoch = (n_train // world) // cfg.optim.micro_batch
@@ -188,9 +184,14 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     t0 = time.perf_counter()
     baselines, baseline_ranks = heuristic_baselines(files["train"], files["eval"], vocab["uni_seq_item_id"],
                                                     enc_cfg.max_len, cfg.ks, cfg.eval_users, cfg.eval_last)
-    if cfg.windows == "sliding":
-        train_ds = train_ds.map_batches(sliding_windows, fn_kwargs={"max_len": enc_cfg.max_len},
-                                        batch_format="pyarrow")
+    datasets = {}
+    if cfg.feed == "ray_data":  # else each worker reads the Arrow files itself (session.ArrowRows)
+        datasets = {"train": read_sequences(files["train"], columns), "eval": read_sequences(files["eval"], columns)}
+        if cfg.eval_users:
+            datasets["eval"] = datasets["eval"].limit(cfg.eval_users)
+        if cfg.windows == "sliding":
+            datasets["train"] = datasets["train"].map_batches(sliding_windows, fn_kwargs={"max_len": enc_cfg.max_len},
+                                                              batch_format="pyarrow")
     threads = max(1, int(cfg.scaling.cpus_per_worker))
     loop_cfg = {
         **to_dict(cfg),
@@ -211,12 +212,13 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.scaling.keep_checkpoints),
             logging_config=LoggingConfig(log_level=ray_log_level()),
         ),
-        datasets={"train": train_ds, "eval": eval_ds},
+        datasets=datasets,
         # preserve_order makes the equal split across workers deterministic (Ray Data's OutputSplitter
         # ignores locality then), so the same seed gives the same shards and a resume the same batches.
         # Eval is not split: an equal split drops the remainder rows, so every worker streams all of it
         # and scores its own stride of rows (loop.evaluate): every eval user once, whatever the world.
-        dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True)),
+        dataset_config=DataConfig(datasets_to_split=["train"] if datasets else [],
+                                  execution_options=ExecutionOptions(preserve_order=True)),
     )
     say(f"[pretrain] {name}: {world} workers, ZeRO-{cfg.scaling.zero_stage}, {steps_per_epoch} steps/epoch")
     try:
