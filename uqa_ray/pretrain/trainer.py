@@ -173,6 +173,11 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     init_ray()
     columns = list(input_columns(enc_cfg.input_mode))
     files = {s: Path(cfg.data) / f for s, f in PRETRAIN_FILES.items()}
+    # Both files are opened and checked here whatever the feed (a bad file is an InputError naming it);
+    # the datasets are lazy, so with `feed: arrow` they are dropped unread below.
+    datasets = {"train": read_sequences(files["train"], columns), "eval": read_sequences(files["eval"], columns)}
+    if cfg.eval_users:
+        datasets["eval"] = datasets["eval"].limit(cfg.eval_users)
     n_train = count_windows(files["train"], enc_cfg.max_len, cfg.windows)
     world = cfg.scaling.num_workers
     steps_per_epoch = (n_train // world) // cfg.optim.micro_batch
@@ -184,14 +189,11 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     t0 = time.perf_counter()
     baselines, baseline_ranks = heuristic_baselines(files["train"], files["eval"], vocab["uni_seq_item_id"],
                                                     enc_cfg.max_len, cfg.ks, cfg.eval_users, cfg.eval_last)
-    datasets = {}
-    if cfg.feed == "ray_data":  # else each worker reads the Arrow files itself (session.ArrowRows)
-        datasets = {"train": read_sequences(files["train"], columns), "eval": read_sequences(files["eval"], columns)}
-        if cfg.eval_users:
-            datasets["eval"] = datasets["eval"].limit(cfg.eval_users)
-        if cfg.windows == "sliding":
-            datasets["train"] = datasets["train"].map_batches(sliding_windows, fn_kwargs={"max_len": enc_cfg.max_len},
-                                                              batch_format="pyarrow")
+    if cfg.windows == "sliding":
+        datasets["train"] = datasets["train"].map_batches(sliding_windows, fn_kwargs={"max_len": enc_cfg.max_len},
+                                                          batch_format="pyarrow")
+    if cfg.feed == "arrow":
+        datasets = {}  # each worker reads the Arrow files itself (session.ArrowRows)
     threads = max(1, int(cfg.scaling.cpus_per_worker))
     loop_cfg = {
         **to_dict(cfg),
