@@ -54,6 +54,9 @@ def test_the_lab_seed_and_workdir_reach_every_stage_unless_it_sets_its_own(tmp_p
     assert cfg.pretrain.scaling.num_workers == PretrainConfig().scaling.num_workers  # the rest: the stage's own
     own = build(LabConfig, {"variants": [{}], "pretrain": {"scaling": {"storage": "/mnt/runs"}}})
     assert own.pretrain.scaling.storage == "/mnt/runs"
+    for key, bad in (("seed", "abc"), ("workdir", 3)):  # a wrong type is named as the lab's own key
+        with pytest.raises(ConfigError, match=rf"^{key}: expected"):
+            build(LabConfig, {"variants": [{}], key: bad})
 
 
 def test_help():

@@ -53,10 +53,13 @@ class LabConfig:
     def derived_defaults(over: Mapping[str, Any]) -> dict[str, Any]:
         """What the lab sets in its stages unless they set it themselves (config.build applies these
         under the overrides): the lab's seed, and pretraining runs under the workdir."""
-        seed = over.get("seed", 0)
-        runs = Path(str(over.get("workdir", "lab"))).resolve() / "runs"
-        return {"prepare": {"seed": seed}, "questions": {"seed": seed},
-                "pretrain": {"seed": seed, "scaling": {"storage": str(runs)}}}
+        seed, work = over.get("seed", 0), over.get("workdir", "lab")
+        out: dict[str, Any] = {"prepare": {}, "questions": {}, "pretrain": {}}
+        if isinstance(seed, int) and not isinstance(seed, bool):  # else the error names `seed` itself
+            out = {"prepare": {"seed": seed}, "questions": {"seed": seed}, "pretrain": {"seed": seed}}
+        if isinstance(work, str):
+            out["pretrain"]["scaling"] = {"storage": str(Path(work).resolve() / "runs")}
+        return out
 
     def __post_init__(self) -> None:
         if self.pretrain_concurrency < 1:
