@@ -49,16 +49,15 @@ def configure_data_context() -> None:
 def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     """Join the cluster named by RAY_ADDRESS (as under `ray job submit`) or start a local one."""
     import ray
-    from transformers.utils import logging as hf_logging
 
-    # Set before Ray starts, so that its workers inherit it (read when huggingface_hub is first imported);
-    # this process has imported it already.
-    bars = progress_bars()
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "0" if bars else "1")
-    if bars:
-        hf_logging.enable_progress_bar()
-    else:
-        hf_logging.disable_progress_bar()
+    # Set before Ray starts, so that its workers inherit it (huggingface_hub reads it when first imported);
+    # where this process has imported transformers already, its switch is set too.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "0" if progress_bars() else "1")
+    if hf_logging := sys.modules.get("transformers.utils.logging"):
+        if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0":
+            hf_logging.enable_progress_bar()
+        else:
+            hf_logging.disable_progress_bar()
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
