@@ -7,7 +7,7 @@ comparison alone into bench/work/pretrain_step.json (a quick look, not a committ
 1. Positions/s of Trm++ at the official dims (4 layers, d 512, seq 512), fp32: forward + backward +
    optimizer step at the official vocabulary (994,447 items) on each path of STEP_PATHS side by side (the
    chunked CE with dense tables, the path before issue 15, against the fused CE, sampled softmax and
-   row-sparse tables), then at `small`'s vocabulary and on a stand-in loss (no item softmax).
+   row-sparse tables), at `small`'s vocabulary, on a stand-in loss, and the full CE's best case (`gemm_bound`).
 2. The full-vocabulary CE at 1M items (item dim 128, 512 positions): naive, chunked and fused, each
    forward + backward in a fresh subprocess (`--ce-repeats` rounds, kinds alternating): wall time, the
    loss's own memory (peak RSS - RSS before it), max relative error of loss and gradients.
@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -147,7 +148,57 @@ def throughput(steps: int, batch: int, seq: int, rounds: int = 1) -> dict:
     out["small_vocab_chunked_ce"] = time_steps(small, SMALL_VOCAB, steps, batch, seq)
     out["ce_share_of_step_official_vocab"] = 1 - (
         out["official_vocab_no_item_softmax"]["mean_step_s"] / out[BASELINE_PATH]["mean_step_s"])
+    out["fused_ce_gemm_bound"] = gemm_bound(batch * (seq - 1), OFFICIAL_VOCAB["uni_seq_item_id"], 128, rounds,
+                                            out["official_vocab_fused_ce_sparse_tables"]["mean_step_s"], base)
     return out
+
+
+def _best_s(fn: Callable[[], object], rounds: int) -> float:
+    fn()  # warm-up: allocations, page faults
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def gemm_bound(n: int, items: int, dim: int, rounds: int, fused_step_s: float, base_positions_per_s: float) -> dict:
+    """How fast the whole step with the full CE could be on this machine: the fused CE's three matmul passes
+    alone (logits, dh = p W, dW += p^T h) at its own shapes (row chunks of `max_logits // items`), against
+    the fused CE itself at the step's shape and a 4096^2 matmul's rate; the step with its CE replaced by
+    those matmuls alone is the best any CE code could do with these matmul shapes (BENCHMARKS.md)."""
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(n, dim, generator=g) * 0.1
+    w = torch.randn(items, dim, generator=g) * 0.1
+    t = torch.randint(0, items, (n,), generator=g)
+    rows = max(1, LossConfig().max_logits // items)
+    buf, gw = torch.empty(min(rows, n), items), torch.zeros(items, dim)
+
+    def passes() -> None:
+        for s in range(0, n, rows):
+            hc = h[s : s + rows]
+            logits = buf[: hc.shape[0]]
+            torch.mm(hc, w.T, out=logits)
+            torch.mm(logits, w)
+            gw.addmm_(logits.T, hc)
+
+    def fused() -> None:
+        hg, wg = h.clone().requires_grad_(), w.clone().requires_grad_()
+        fused_cross_entropy(hg, wg, t).backward()
+
+    sq = torch.randn(4096, 4096, generator=g)
+    flops = 3 * 2 * n * dim * items
+    res = {"positions": n, "items": items, "item_dim": dim, "rows_per_chunk": rows, "ce_gflop": flops / 1e9,
+           "square_gemm_gflop_per_s": 2 * 4096**3 / _best_s(lambda: sq @ sq, rounds) / 1e9,
+           "ce_matmuls_s": _best_s(passes, rounds), "fused_ce_s": _best_s(fused, rounds)}
+    res["ce_matmuls_gflop_per_s"] = flops / 1e9 / res["ce_matmuls_s"]
+    rest = fused_step_s - res["fused_ce_s"]  # the step without its CE (fused CE + row-sparse tables path)
+    at_square_rate = flops / 1e9 / res["square_gemm_gflop_per_s"]
+    for name, ce_s in (("ce_shapes", res["ce_matmuls_s"]), ("square_rate", at_square_rate)):
+        res[f"best_step_s_{name}"] = rest + ce_s
+        res[f"best_x_baseline_{name}"] = n / (rest + ce_s) / base_positions_per_s
+    return res
 
 
 CE_KINDS = ("naive", "chunked", "fused")

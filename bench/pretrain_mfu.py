@@ -6,8 +6,12 @@ the default; sampled softmax with row-sparse tables) runs `python -m torch.distr
 --nproc_per_node 1 -m uqa_ray.pretrain.torchrun` for a fixed number of steps and reads the loop's own
 metrics (positions/s excluding the first step, MFU against the device's dense bf16 peak). Then a
 torch.profiler table of the top 10 ops of a few plain training steps (the objective and its optimizers,
-no DeepSpeed) for each preset and path. Output: `bench/results/pretrain_mfu.json`.
+no DeepSpeed) for each preset and path. Last, the full CE's kernels side by side at the micro-batch's shape
+(`ce_kernels`): the lab's fused and chunked CE and, where installed, the library fused linear CEs issue 15
+names (Liger, Cut Cross-Entropy), each timed forward + backward with its peak memory and its error against
+an fp32 softmax. Output: `bench/results/pretrain_mfu.json`.
 
+    pip install --no-deps liger-kernel cut-cross-entropy   # optional, CUDA only (Triton kernels)
     python bench/pretrain_mfu.py --presets 85M 303M --steps 40          # ~3-4 min on one H100
 """
 from __future__ import annotations
@@ -150,6 +154,89 @@ def profile(preset: str, path: str, micro_batch: int, steps: int = 3) -> dict:
             "table": prof.key_averages().table(sort_by=key, row_limit=10)}
 
 
+def _ce_kernels(dev) -> dict:
+    """name -> (h, w, target) -> mean CE over rows whose target is not -100: the lab's own losses and the
+    library kernels importable here (CUDA only: their Triton kernels need a GPU)."""
+    from uqa_ray.pretrain.losses import chunked_cross_entropy, fused_cross_entropy
+
+    kernels = {f"fused-2^{k}": (lambda h, w, t, k=k: fused_cross_entropy(h, w, t, 1 << k)) for k in (26, 28, 30)}
+    kernels["chunked"] = lambda h, w, t: chunked_cross_entropy(h, w, t, 32768)
+    if dev.type != "cuda":
+        return kernels
+    try:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+        kernels["liger"] = lambda h, w, t: LigerFusedLinearCrossEntropyLoss(ignore_index=-100)(w, h, t)
+    except ImportError:
+        pass
+    try:
+        from cut_cross_entropy import linear_cross_entropy
+        kernels["cce"] = lambda h, w, t: linear_cross_entropy(h, w, t)  # its default gradient filter
+        kernels["cce-exact"] = lambda h, w, t: linear_cross_entropy(h, w, t, filter_eps=None)
+    except ImportError:
+        pass
+    return kernels
+
+
+def ce_kernels(n: int, items: int, check_items: int, dim: int = 128, iters: int = 5) -> dict:
+    """Each full-CE kernel on `n` positions x `items` items x `dim` (bf16 inputs on CUDA, as under DeepSpeed
+    bf16; fp32 on CPU): forward + backward time (best of `iters`) and peak memory over the inputs; then at
+    `check_items` its loss and gradients against F.cross_entropy over fp32 logits of the same inputs."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+
+    def inputs(v: int):
+        g = torch.Generator(device=dev).manual_seed(0)
+        h = (torch.randn(n, dim, generator=g, device=dev) * 0.5).to(dtype).requires_grad_()
+        w = (torch.randn(v, dim, generator=g, device=dev) * 0.5).to(dtype).requires_grad_()
+        t = torch.randint(0, v, (n,), generator=g, device=dev)
+        t[: n // 64] = -100
+        return h, w, t
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    hc, wc, tc = inputs(check_items)
+    ref = F.cross_entropy(hc.float() @ wc.float().T, tc, ignore_index=-100)
+    ref_h, ref_w = torch.autograd.grad(ref, (hc, wc))
+    out: dict = {"positions": n, "items": items, "dim": dim, "dtype": str(dtype), "check_items": check_items,
+                 "kernels": {}}
+    for name, fn in _ce_kernels(dev).items():
+        row: dict = {}
+        try:
+            loss = fn(hc, wc, tc)
+            gh, gw = torch.autograd.grad(loss, (hc, wc))
+            row["loss_rel_err"] = float((loss.detach().float() - ref.detach()).abs() / ref.detach().abs())
+            row["grad_h_max_rel_err"] = float((gh.float() - ref_h).abs().max() / ref_h.abs().max())
+            row["grad_w_max_rel_err"] = float((gw.float() - ref_w).abs().max() / ref_w.abs().max())
+            h, w, t = inputs(items)
+            times = []
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated() if dev.type == "cuda" else 0
+            for _ in range(iters + 1):
+                h.grad = w.grad = None
+                sync()
+                t0 = time.perf_counter()
+                fn(h, w, t).backward()
+                sync()
+                times.append(time.perf_counter() - t0)
+            row["fwd_bwd_s"] = min(times[1:])
+            row["tflop_per_s"] = 6 * n * items * dim / row["fwd_bwd_s"] / 1e12  # three matmul passes
+            if dev.type == "cuda":
+                row["peak_mb_over_inputs"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+            del h, w, t
+        except Exception as e:  # one kernel failing (a library's version, memory) must not lose the others
+            row["error"] = f"{type(e).__name__}: {e}"[:500]
+        out["kernels"][name] = row
+        print(f"ce kernel {name}: {row}", flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--presets", nargs="+", default=["85M", "303M"])
@@ -158,6 +245,9 @@ def main() -> None:
     p.add_argument("--stage", type=int, default=2)
     p.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
     p.add_argument("--profile-steps", type=int, default=3, help="0: no profiler tables")
+    p.add_argument("--ce-items", type=int, default=OFFICIAL_VOCAB["uni_seq_item_id"],
+                   help="items of the CE kernels' comparison (0: none)")
+    p.add_argument("--ce-check-items", type=int, default=50_000, help="items of their error check")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "pretrain_mfu.json"))
     args = p.parse_args()
     import torch
@@ -169,9 +259,10 @@ def main() -> None:
                    for pr in args.presets for path in args.paths]
     profiles = [profile(pr, path, args.micro_batch, args.profile_steps)
                 for pr in args.presets for path in args.paths] if args.profile_steps else []
+    kernels = ce_kernels(args.micro_batch * 511, args.ce_items, args.ce_check_items) if args.ce_items else {}
     out = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
            "torch": torch.__version__, "seq_len": 512, "vocab": "official (994,447 items)", "runs": results,
-           "profiles": profiles}
+           "profiles": profiles, "ce_kernels": kernels}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -70,6 +70,12 @@ def pretrain_figures(r: dict) -> list[dict]:
             "stand-in loss: the CE's share visible"),
         fig("pretrain.ce_share_of_step", "CE share of the step (official vocab)", t["ce_share_of_step_official_vocab"],
             "fraction", dims),
+        *([fig("pretrain.fused_ce_gemm_bound", "whole step, full CE, best case: the CE's matmuls alone at its shapes "
+               "/ chunked CE + dense tables", b["best_x_baseline_ce_shapes"], "x",
+               f"the fused CE's 3 passes ({b['ce_gflop']:.0f} GFLOP) at {b['ce_matmuls_gflop_per_s']:.0f} GFLOP/s "
+               f"(a 4096^2 matmul: {b['square_gemm_gflop_per_s']:.0f}); at that rate "
+               f"{b['best_x_baseline_square_rate']:.2f}x; one run")]
+          if (b := t.get("fused_ce_gemm_bound")) else []),
         fig("pretrain.ce_memory_ratio_overhead", "CE memory naive / chunked (the loss's own peak overhead)",
             m["overhead_ratio_naive_over_chunked"], "x", f"{mem}; loss |diff| {m['loss_abs_diff']:.2g}"),
         fig("pretrain.ce_memory_ratio_peak", "CE memory naive / chunked (process peak RSS)",

@@ -172,3 +172,15 @@ def test_dry_run_lists_every_benchmark(capsys):
     for name in suite.BENCHMARKS:
         assert name in out
     assert "--config ci" in out and "--preset small" in out
+
+
+def test_gpu_check_ce_kernels_on_cpu():
+    """The GPU check's CE-kernel comparison (bench/pretrain_mfu.py) runs on CPU with the lab's own kernels
+    (the libraries need CUDA) and reports each one's error against the fp32 softmax."""
+    mfu = _load("bench_pretrain_mfu", ROOT / "bench" / "pretrain_mfu.py")
+    res = mfu.ce_kernels(n=64, items=3_000, check_items=1_000, dim=16, iters=1)
+    assert set(res["kernels"]) == {"fused-2^26", "fused-2^28", "fused-2^30", "chunked"}
+    for name, row in res["kernels"].items():
+        assert "error" not in row, (name, row)
+        assert max(row["loss_rel_err"], row["grad_h_max_rel_err"], row["grad_w_max_rel_err"]) < 1e-5, (name, row)
+        assert row["fwd_bwd_s"] > 0
