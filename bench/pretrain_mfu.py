@@ -1,15 +1,16 @@
 """bf16 MFU of Trm++ presets on one GPU: the real per-worker loop under torchrun + DeepSpeed (no Ray).
 
 Writes official-format Arrow files with the official vocabulary sizes (random ids: throughput does not
-depend on the values), then for each preset and each training path (PATHS: the full CE with dense tables,
-the default; sampled softmax with row-sparse tables) runs `python -m torch.distributed.run
+depend on the values), then for each preset and each training path (PATHS: by default the full CE with
+dense tables and sampled softmax with row-sparse tables; `--paths ce-liger-dense ce-cce-dense` the full CE by
+a library kernel) runs `python -m torch.distributed.run
 --nproc_per_node 1 -m uqa_ray.pretrain.torchrun` for a fixed number of steps and reads the loop's own
 metrics (positions/s excluding the first step, MFU against the device's dense bf16 peak). Then a
 torch.profiler table of the top 10 ops of a few plain training steps (the objective and its optimizers,
 no DeepSpeed) for each preset and path. Last, the full CE's kernels side by side at the micro-batch's shape
 (`ce_kernels`): the lab's fused and chunked CE and, where installed, the library fused linear CEs issue 15
-names (Liger, Cut Cross-Entropy), each timed forward + backward with its peak memory and its error against
-an fp32 softmax. Output: `bench/results/pretrain_mfu.json`.
+names (Liger, Cut Cross-Entropy: `loss.ce` liger / cce), each timed forward + backward with its peak memory
+and its error against an fp32 softmax. Output: `bench/results/pretrain_mfu.json`.
 
     pip install --no-deps liger-kernel cut-cross-entropy   # optional, CUDA only (Triton kernels)
     python bench/pretrain_mfu.py --presets 85M 303M --steps 40          # ~3-4 min on one H100
@@ -43,7 +44,11 @@ PATHS = {
     "ce-dense": (),
     "sampled-sparse": ("loss.kind=sampled", "loss.sampler=popularity", "loss.n_negatives=1024",
                        "optim.tables=sparse"),
+    # the full CE by a library kernel (pip install liger-kernel / cut-cross-entropy); not run by default
+    "ce-liger-dense": ("loss.ce=liger", "scaling.use_gpu=true"),
+    "ce-cce-dense": ("loss.ce=cce", "scaling.use_gpu=true"),
 }
+DEFAULT_PATHS = ["ce-dense", "sampled-sparse"]
 
 
 def write_data(out: Path, users: int, length: int, seed: int = 0) -> None:
@@ -155,26 +160,15 @@ def profile(preset: str, path: str, micro_batch: int, steps: int = 3) -> dict:
 
 
 def _ce_kernels(dev) -> dict:
-    """name -> (h, w, target) -> mean CE over rows whose target is not -100: the lab's own losses and the
-    library kernels importable here (CUDA only: their Triton kernels need a GPU)."""
-    from uqa_ray.pretrain.losses import chunked_cross_entropy, fused_cross_entropy
+    """name -> (h, w, target) -> mean CE over rows whose target is not -100, each the lab's own
+    `full_cross_entropy` under one LossConfig: the fused CE at three buffer sizes, the chunked CE and, on
+    CUDA, the library kernels (`LIBRARY_CE`; a package not installed shows as that row's error)."""
+    from uqa_ray.pretrain.losses import LIBRARY_CE, LossConfig, full_cross_entropy
 
-    kernels = {f"fused-2^{k}": (lambda h, w, t, k=k: fused_cross_entropy(h, w, t, 1 << k)) for k in (26, 28, 30)}
-    kernels["chunked"] = lambda h, w, t: chunked_cross_entropy(h, w, t, 32768)
-    if dev.type != "cuda":
-        return kernels
-    try:
-        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
-        kernels["liger"] = lambda h, w, t: LigerFusedLinearCrossEntropyLoss(ignore_index=-100)(w, h, t)
-    except ImportError:
-        pass
-    try:
-        from cut_cross_entropy import linear_cross_entropy
-        kernels["cce"] = lambda h, w, t: linear_cross_entropy(h, w, t)  # its default gradient filter
-        kernels["cce-exact"] = lambda h, w, t: linear_cross_entropy(h, w, t, filter_eps=None)
-    except ImportError:
-        pass
-    return kernels
+    cfgs = {f"fused-2^{k}": LossConfig(max_logits=1 << k) for k in (26, 28, 30)} | {"chunked": LossConfig(ce="chunked")}
+    if dev.type == "cuda":
+        cfgs |= {name: LossConfig(ce=name) for name in LIBRARY_CE}
+    return {name: (lambda h, w, t, c=c: full_cross_entropy(h, w, t, c)) for name, c in cfgs.items()}
 
 
 def ce_kernels(n: int, items: int, check_items: int, dim: int = 128, iters: int = 5) -> dict:
@@ -243,7 +237,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--micro-batch", type=int, default=4, help="official: 4 per GPU")
     p.add_argument("--stage", type=int, default=2)
-    p.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
+    p.add_argument("--paths", nargs="+", default=DEFAULT_PATHS, choices=list(PATHS))
     p.add_argument("--profile-steps", type=int, default=3, help="0: no profiler tables")
     p.add_argument("--ce-items", type=int, default=OFFICIAL_VOCAB["uni_seq_item_id"],
                    help="items of the CE kernels' comparison (0: none)")

@@ -1,4 +1,5 @@
-"""On CUDA: every encoder matches its CPU output and trains under bf16 autocast; chunked CE on GPU."""
+"""On CUDA: every encoder matches its CPU output and trains under bf16 autocast; chunked CE on GPU; the
+library CE kernels (loss.ce liger / cce, where installed) against the exact loss."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,9 @@ import torch
 from uqa_ray.data.schema import BPE_COLUMNS, ID_COLUMNS
 from uqa_ray.encoders import build_encoder, preset_config
 from uqa_ray.encoders.registry import ENCODERS
-from uqa_ray.pretrain.losses import IGNORE, LossConfig, chunked_cross_entropy, naive_cross_entropy
+from uqa_ray.pretrain.losses import (
+    IGNORE, LIBRARY_CE, LossConfig, chunked_cross_entropy, full_cross_entropy, naive_cross_entropy,
+)
 from uqa_ray.pretrain.metrics import target_ranks
 from uqa_ray.pretrain.objective import PretrainObjective
 
@@ -74,3 +77,29 @@ def test_cuda_other_losses(kind):
     out = obj(batch("cuda"))
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and int(out["n"]) == 23 + 19 + 8 + 1
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY_CE))
+def test_cuda_library_ce_equals_the_exact_loss_and_trains(name):
+    """bf16 inputs, as under DeepSpeed bf16: loss and gradients within bf16's reach of the fp32 softmax of
+    the same values; then one objective step with loss.ce = name."""
+    pytest.importorskip({"liger": "liger_kernel", "cce": "cut_cross_entropy"}[name])
+    g = torch.Generator(device="cuda").manual_seed(0)
+    h = (torch.randn(300, 64, device="cuda", generator=g) * 0.5).bfloat16()
+    w = (torch.randn(5000, 64, device="cuda", generator=g) * 0.5).bfloat16()
+    t = torch.randint(0, 5000, (300,), device="cuda", generator=g)
+    t[::5] = IGNORE
+    h1, w1 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    h2, w2 = h.float().requires_grad_(), w.float().requires_grad_()
+    a, b = full_cross_entropy(h1, w1, t, LossConfig(ce=name)), naive_cross_entropy(h2, w2, t)
+    (a * 2.0).backward(), (b * 2.0).backward()
+    assert abs(a.item() - b.item()) <= 1e-2 * abs(b.item())
+    for x, y in ((h1.grad, h2.grad), (w1.grad, w2.grad)):
+        assert (x.float() - y).abs().max() <= 5e-2 * y.abs().max()
+    assert h1.grad[t == IGNORE].abs().sum() == 0
+    cfg = preset_config("tiny", VOCAB, d_model=32, n_heads=2, max_len=32)
+    obj = PretrainObjective(cfg, LossConfig(ce=name)).cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = obj(batch("cuda"))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and obj.encoder.item_input.item_embedding.weight.grad.abs().sum() > 0

@@ -9,10 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from uqa_ray.data.schema import BPE_COLUMNS, ID_COLUMNS
+from uqa_ray.config import build
 from uqa_ray.encoders import preset_config
 from uqa_ray.pretrain.losses import (
-    IGNORE, LossConfig, chunked_cross_entropy, fused_cross_entropy, info_nce, naive_cross_entropy, sampled_softmax,
+    IGNORE, LIBRARY_CE, LossConfig, chunked_cross_entropy, full_cross_entropy, fused_cross_entropy, info_nce,
+    naive_cross_entropy, sampled_softmax,
 )
+from uqa_ray.pretrain.config import PretrainConfig
 from uqa_ray.pretrain.metrics import ranks_from_scores, target_ranks
 from uqa_ray.pretrain.objective import PretrainObjective
 
@@ -266,3 +269,20 @@ def test_chunked_bf16_inputs_accumulate_in_fp32():
     ref.backward()
     torch.testing.assert_close(loss, ref, atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(hb.grad.float(), h32.grad, atol=2e-3, rtol=5e-2)
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY_CE))
+def test_library_ce_is_cuda_only_and_evaluation_keeps_the_exact_loss(name):
+    """A library kernel (loss.ce liger / cce) refuses CPU tensors with an error naming the way out; the
+    evaluation loss of a run trained with one is the lab's exact CE; a config asking for one without a GPU
+    fails when it is read."""
+    h, w, t = data()
+    cfg = LossConfig(ce=name)
+    with pytest.raises(RuntimeError, match=f"loss.ce={name} runs on CUDA only.*loss.ce=fused"):
+        full_cross_entropy(h, w, t, cfg)
+    torch.testing.assert_close(full_cross_entropy(h, w, t, cfg, exact=True), naive_cross_entropy(h, w, t))
+    with pytest.raises(ValueError, match="needs scaling.use_gpu true"):
+        build(PretrainConfig, {}, {"loss": {"ce": name}})
+    assert build(PretrainConfig, {}, {"loss": {"ce": name}, "scaling": {"use_gpu": True}}).loss.ce == name
+    with pytest.raises(ValueError, match="ce must be one of"):
+        LossConfig(ce="triton")

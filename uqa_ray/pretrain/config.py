@@ -12,7 +12,7 @@ from typing import Any, Literal
 from uqa_ray.data.windows import Window
 from uqa_ray.encoders.config import OFFICIAL_VOCAB
 from uqa_ray.encoders.presets import PRESETS, preset_config
-from uqa_ray.pretrain.losses import LossConfig
+from uqa_ray.pretrain.losses import LIBRARY_CE, LossConfig
 from uqa_ray.scaling import Scaling
 
 TABLES = ("dense", "sparse")  # OptimConfig.tables
@@ -98,6 +98,8 @@ class PretrainConfig:
             # ZeRO-0's fallback all-reduce walks every module parameter (the tables would be reduced twice);
             # ZeRO-3 partitions them.
             raise ValueError(f"optim.tables 'sparse' needs scaling.zero_stage 1 or 2, got {self.scaling.zero_stage}")
+        if self.loss.kind == "ce" and self.loss.ce in LIBRARY_CE and not self.scaling.use_gpu:
+            raise ValueError(f"loss.ce {self.loss.ce!r} is a CUDA kernel: it needs scaling.use_gpu true")
         if self.max_len < 2:
             raise ValueError(f"max_len must be >= 2 (one input and one target), got {self.max_len}")
         for name in ("eval_users", "max_steps", "seed", "shuffle_buffer"):

@@ -11,6 +11,8 @@ that memory:
   recomputed in the backward (as Cut Cross-Entropy): O(N * chunk) memory, four matmul passes.
 docs/decisions.md and BENCHMARKS.md ("Full-vocabulary CE") have both against the naive loss.
 
+On CUDA, `ce` "liger" / "cce" hand the same loss to a library fused linear CE (Liger-Kernel, Cut
+Cross-Entropy; Triton kernels, optional packages): `LIBRARY_CE`. BENCHMARKS.md has how they compare.
 `sampled_softmax` (uniform, popularity or mixed in-batch + uniform negatives, logQ-corrected) and `info_nce` (in-batch
 negatives, temperature; the paper's contrastive "CL" rows) are the cheaper alternatives.
 All take query vectors h (N, D), the item table W (V, D) and targets (N,) as indices into W, with
@@ -28,12 +30,15 @@ import torch.nn.functional as F
 from uqa_ray import vocab
 
 IGNORE = -100
+# loss.ce -> the pip package of a library fused linear CE (CUDA only; not a dependency of the lab)
+LIBRARY_CE = {"liger": "liger-kernel", "cce": "cut-cross-entropy"}
+CE_KINDS = ("fused", "chunked", *LIBRARY_CE)
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     kind: Literal["ce", "sampled", "infonce"] = "ce"
-    ce: Literal["fused", "chunked"] = "fused"  # how the full-vocabulary CE is computed (module doc)
+    ce: Literal["fused", "chunked", "liger", "cce"] = "fused"  # how the full-vocabulary CE is computed (module doc)
     max_logits: int = 1 << 26  # fused CE: logits held at once (its row chunk is max_logits // items rows)
     chunk_size: int = 32768  # chunked CE: items per chunk
     n_negatives: int = 1024  # sampled softmax: negatives shared by the micro-batch
@@ -49,8 +54,8 @@ class LossConfig:
             raise ValueError(f"kind must be one of {tuple(vocab.LOSS_KINDS)}, got {self.kind!r}")
         if self.sampler not in ("uniform", "popularity", "mixed"):
             raise ValueError(f"sampler must be uniform, popularity or mixed, got {self.sampler!r}")
-        if self.ce not in ("fused", "chunked"):
-            raise ValueError(f"ce must be fused or chunked, got {self.ce!r}")
+        if self.ce not in CE_KINDS:
+            raise ValueError(f"ce must be one of {CE_KINDS}, got {self.ce!r}")
         if self.chunk_size < 1 or self.n_negatives < 1 or self.max_logits < 1:
             raise ValueError("chunk_size, max_logits and n_negatives must be >= 1")
         if self.temperature <= 0:
@@ -190,11 +195,42 @@ def fused_cross_entropy(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor,
     return _FusedCE.apply(h, w, target, max_logits, grad and h.requires_grad, grad and w.requires_grad)
 
 
-def full_cross_entropy(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
-    """The full-vocabulary CE the way `cfg.ce` says."""
-    if cfg.ce == "fused":
+def full_cross_entropy(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, cfg: LossConfig,
+                       exact: bool = False) -> torch.Tensor:
+    """The full-vocabulary CE the way `cfg.ce` says; `exact` keeps to the lab's own kernels (fp32-exact, any
+    device: a library kernel's place is taken by the fused CE), as evaluation does."""
+    if cfg.ce == "chunked":
+        return chunked_cross_entropy(h, w, target, cfg.chunk_size)
+    if cfg.ce == "fused" or exact:
         return fused_cross_entropy(h, w, target, cfg.max_logits)
-    return chunked_cross_entropy(h, w, target, cfg.chunk_size)
+    return library_cross_entropy(cfg.ce, h, w, target)
+
+
+def library_cross_entropy(name: str, h: torch.Tensor, w: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The same mean CE from a library fused linear CE (`LIBRARY_CE`) on CUDA. Cut Cross-Entropy runs exact
+    (`filter_eps=None`): its default gradient filter drops softmax values under 2^-12, which at ~1M items
+    is every item but the target while the model is young."""
+    if h.device.type != "cuda":
+        raise RuntimeError(f"loss.ce={name} runs on CUDA only (Triton kernels), got tensors on {h.device}; "
+                           "use loss.ce=fused")
+    if not bool((target < w.shape[0]).all()):  # a Triton kernel would read past the table
+        raise ValueError(f"target index >= number of items {w.shape[0]}")
+    # One dtype for both, as a matmul under autocast would have them (bf16 queries against an fp32 table)
+    dtype = (torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda")
+             else torch.promote_types(h.dtype, w.dtype))
+    h, w = h.to(dtype), w.to(dtype)
+    try:
+        if name == "liger":
+            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+            # dW summed over its row chunks in fp32, as the fused CE sums it (its default: the inputs' dtype)
+            return LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE, accum_dtype=torch.float32)(w, h, target)
+        from cut_cross_entropy import linear_cross_entropy
+
+        return linear_cross_entropy(h, w, target, ignore_index=IGNORE, filter_eps=None)
+    except ImportError as e:
+        raise RuntimeError(f"loss.ce={name} needs the {LIBRARY_CE[name]} package (pip install "
+                           f"{LIBRARY_CE[name]}): {e}") from e
 
 
 def chunked_cross_entropy(

@@ -140,7 +140,7 @@ class PretrainObjective(nn.Module):
         if not n:
             return q.new_zeros((), dtype=torch.float32), n
         w = self.item_vectors(item_table[self.first_row:].float())
-        return full_cross_entropy(rows.float(), w, tgt, self.loss_cfg) * n, n
+        return full_cross_entropy(rows.float(), w, tgt, self.loss_cfg, exact=True) * n, n
 
     @torch.no_grad()
     def score_last(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
