@@ -1,8 +1,8 @@
 """Pretraining micro-benchmarks on CPU -> bench/results/pretrain.json (the suite passes its own --out).
 
 The figures have one source: the suite's quiet run, of which bench/results/pretrain.json is a copy
-(BENCHMARKS.md, "Latest numbers"); `--ce-only` writes bench/results/ce.json, `--step-only` the whole-step
-comparison alone into bench/work/pretrain_step.json (a quick look, not a committed figure).
+(BENCHMARKS.md, "Latest numbers"); `--ce-only` and `--step-only` write one comparison alone into bench/work/
+(ce.json, pretrain_step.json: quick looks, not committed figures).
 
 1. Positions/s of Trm++ at the official dims (4 layers, d 512, seq 512), fp32: forward + backward +
    optimizer step at the official vocabulary (994,447 items) on each path of STEP_PATHS side by side (the
@@ -43,7 +43,7 @@ from uqa_ray.data.schema import BPE_COLUMNS, ID_COLUMNS  # noqa: E402
 from uqa_ray.encoders import OFFICIAL_VOCAB, count_params, preset_config  # noqa: E402
 from uqa_ray.io import write_json  # noqa: E402
 from uqa_ray.pretrain.losses import (  # noqa: E402
-    LossConfig, chunked_cross_entropy, fused_cross_entropy, naive_cross_entropy,
+    LossConfig, chunked_cross_entropy, fused_cross_entropy, fused_rows, naive_cross_entropy,
 )
 from uqa_ray.pretrain.objective import PretrainObjective  # noqa: E402
 from uqa_ray.pretrain.tables import RowSparseAdam, split_parameters  # noqa: E402
@@ -76,6 +76,8 @@ STEP_PATHS = {
     "official_vocab_chunked_ce": (LossConfig(kind="ce", ce="chunked", chunk_size=32768), "dense"),
     "official_vocab_fused_ce": (LossConfig(kind="ce"), "dense"),
     "official_vocab_fused_ce_sparse_tables": (LossConfig(kind="ce"), "sparse"),
+    # twice the default's logits buffer (128 rows per chunk, 512 MB): the fused CE's memory-for-speed knob
+    "official_vocab_fused_ce_2x_buffer_sparse_tables": (LossConfig(kind="ce", max_logits=1 << 27), "sparse"),
     "official_vocab_sampled": (LossConfig(kind="sampled", sampler="popularity", n_negatives=1024), "dense"),
     "official_vocab_sampled_sparse_tables": (LossConfig(kind="sampled", sampler="popularity", n_negatives=1024),
                                              "sparse"),
@@ -165,23 +167,23 @@ def _best_s(fn: Callable[[], object], rounds: int) -> float:
 
 def gemm_bound(n: int, items: int, dim: int, rounds: int, fused_step_s: float, base_positions_per_s: float) -> dict:
     """How fast the whole step with the full CE could be on this machine: the fused CE's three matmul passes
-    alone (logits, dh = p W, dW += p^T h) at its own shapes (row chunks of `max_logits // items`), against
+    alone (logits, dh = p W, dW += p^T h) at its own shapes and layout (`fused_rows`, item-major), against
     the fused CE itself at the step's shape and a 4096^2 matmul's rate; the step with its CE replaced by
     those matmuls alone is the best any CE code could do with these matmul shapes (BENCHMARKS.md)."""
     g = torch.Generator().manual_seed(0)
     h = torch.randn(n, dim, generator=g) * 0.1
     w = torch.randn(items, dim, generator=g) * 0.1
     t = torch.randint(0, items, (n,), generator=g)
-    rows = max(1, LossConfig().max_logits // items)
-    buf, gw = torch.empty(min(rows, n), items), torch.zeros(items, dim)
+    rows = fused_rows(LossConfig().max_logits, items)
+    buf, gw = torch.empty(min(rows, n) * items), torch.zeros(items, dim)
 
     def passes() -> None:
         for s in range(0, n, rows):
             hc = h[s : s + rows]
-            logits = buf[: hc.shape[0]]
-            torch.mm(hc, w.T, out=logits)
-            torch.mm(logits, w)
-            gw.addmm_(logits.T, hc)
+            logits = buf[: items * hc.shape[0]].view(items, hc.shape[0])
+            torch.mm(w, hc.T, out=logits)
+            torch.mm(logits.T, w)
+            gw.addmm_(logits, hc)
 
     def fused() -> None:
         hg, wg = h.clone().requires_grad_(), w.clone().requires_grad_()
@@ -334,7 +336,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=32768)
     ap.add_argument("--ce-repeats", type=int, default=3, help="rounds of the CE comparison (best time kept)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds of the step comparison (best kept per path)")
-    ap.add_argument("--ce-only", action="store_true", help="the CE comparison alone -> bench/results/ce.json")
+    ap.add_argument("--ce-only", action="store_true", help="the CE comparison alone -> bench/work/ce.json")
     ap.add_argument("--step-only", action="store_true",
                     help="the whole-step comparison alone -> bench/work/pretrain_step.json")
     ap.add_argument("--gpu", action="store_true", help="CUDA mode -> bench/results/pretrain_gpu.json")
@@ -356,7 +358,7 @@ def main() -> None:
         result["throughput"] = throughput(args.steps, args.batch, args.seq, args.rounds)
     result["machine"]["load_avg_at_end"] = os.getloadavg()
     default = ROOT / "bench" / ("work/pretrain_step.json" if args.step_only else
-                                "results/ce.json" if args.ce_only else "results/pretrain.json")
+                                "work/ce.json" if args.ce_only else "results/pretrain.json")
     write_json(args.out or default, result)
     print(json.dumps(result, indent=2))
 

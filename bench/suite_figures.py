@@ -43,6 +43,7 @@ def prepare_figures(r: dict) -> list[dict]:
 STEP_LABELS = {  # bench/pretrain.py STEP_PATHS beside its baseline
     "official_vocab_fused_ce": "fused CE",
     "official_vocab_fused_ce_sparse_tables": "fused CE + row-sparse tables",
+    "official_vocab_fused_ce_2x_buffer_sparse_tables": "fused CE (2x logits buffer) + row-sparse tables",
     "official_vocab_sampled": "sampled softmax (popularity, 1,024)",
     "official_vocab_sampled_sparse_tables": "sampled softmax + row-sparse tables",
 }

@@ -12,7 +12,8 @@ from uqa_ray.data.schema import BPE_COLUMNS, ID_COLUMNS
 from uqa_ray.config import build
 from uqa_ray.encoders import preset_config
 from uqa_ray.pretrain.losses import (
-    IGNORE, LIBRARY_CE, LossConfig, chunked_cross_entropy, full_cross_entropy, fused_cross_entropy, info_nce,
+    IGNORE, LIBRARY_CE, LossConfig, chunked_cross_entropy, full_cross_entropy, fused_cross_entropy, fused_rows,
+    info_nce,
     naive_cross_entropy, sampled_softmax,
 )
 from uqa_ray.pretrain.config import PretrainConfig
@@ -65,6 +66,22 @@ def test_chunked_gradcheck_and_edge_cases():
     torch.testing.assert_close(big, naive_cross_entropy(h.detach() * 1e3, w.detach(), t))
     with pytest.raises(ValueError, match="number of items"):
         chunked_cross_entropy(h, w, torch.full_like(t, 9), 4)
+
+
+def test_fused_row_chunks_round_to_64_and_stay_exact():
+    rows = [fused_rows(r * 50, 50) for r in (1, 63, 64, 100, 127, 128, 270, 1079)]
+    assert rows == [1, 63, 64, 64, 64, 128, 256, 1024]
+    assert fused_rows(10, 50) == 1  # fewer logits than one row's: still one row
+    # 150 rows at 100 rows' worth of logits -> chunks of 64, 64 and 22
+    h, w, t = data(n=150, v=50, d=8)
+    h1, w1 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    h2, w2 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    a = fused_cross_entropy(h1, w1, t, 100 * 50)
+    b = F.cross_entropy(h2 @ w2.T, t, ignore_index=IGNORE)
+    a.backward(), b.backward()
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(h1.grad, h2.grad)
+    torch.testing.assert_close(w1.grad, w2.grad)
 
 
 def test_fused_edge_cases():

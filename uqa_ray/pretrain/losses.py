@@ -3,7 +3,7 @@
 The official objective is a softmax over every item; at 994k items one micro-batch of 4x512 positions
 makes ~2e9 logits (8 GB fp32), and autograd would keep them plus their gradient. Two exact ways without
 that memory:
-- `fused_cross_entropy` (the default): rows in chunks of `max_logits // V`; each chunk's logits over
+- `fused_cross_entropy` (the default): rows in chunks of about `max_logits // V`; each chunk's logits over
   every item give its loss AND its gradients in the same pass (softmax minus one-hot, as Liger's fused
   linear cross-entropy does), so the backward only scales them: three matmul passes, as autograd's, and
   O(rows * V + V * D) memory.
@@ -114,11 +114,18 @@ class _ChunkedCE(torch.autograd.Function):
         return gh_full, (gw.to(w.dtype) if gw is not None else None), None, None
 
 
+def fused_rows(max_logits: int, items: int) -> int:
+    """Rows per chunk of the fused CE: `max_logits // items`, from 64 up rounded down to a multiple of 64
+    (CPU matmuls measured up to 1.3x slower at 67, 112 or 270 rows than at 64, 128 or 256: BENCHMARKS.md)."""
+    rows = max(1, max_logits // items)
+    return rows - rows % 64 if rows >= 64 else rows
+
+
 class _FusedCE(torch.autograd.Function):
     """Mean over valid rows of logsumexp_v(h.W_v) - h.W_target, with its gradients made in the forward.
 
-    Per row chunk: logits in the inputs' common dtype (as `_ChunkedCE`), then in fp32 (fp64 for fp64
-    inputs) the log-sum-exp, the loss and p = softmax - one_hot(target), scaled by 1 / rows; dh = p W and
+    Per row chunk (`fused_rows`): logits in the inputs' common dtype (as `_ChunkedCE`), then in fp32 (fp64
+    for fp64 inputs) the log-sum-exp, the loss and p = softmax - one_hot(target), scaled by 1 / rows; dh = p W and
     dW += p^T h. The backward multiplies the stored gradients by the upstream gradient, in place.
     """
 
@@ -130,7 +137,7 @@ class _FusedCE(torch.autograd.Function):
         valid = target >= 0
         hv, tv = h[valid].to(mm), target[valid]
         n = hv.shape[0]
-        rows = max(1, max_logits // w.shape[0])
+        rows = fused_rows(max_logits, w.shape[0])
         inv = 1.0 / max(n, 1)
         wm = w.to(mm)
         wa = w.to(acc) if need_h else None  # w itself unless w is bf16
@@ -138,30 +145,30 @@ class _FusedCE(torch.autograd.Function):
         gw = torch.zeros(w.shape, device=w.device, dtype=acc) if need_w else None
         total = torch.zeros((), device=h.device, dtype=acc)
         # One logits buffer for every chunk, worked in place (max, exp, sum, softmax): a fresh V-wide
-        # tensor per step costs its allocation, and log-sum-exp's own temporary would double it.
-        buf = torch.empty((min(rows, n), w.shape[0]), device=h.device, dtype=acc)
+        # tensor per step costs its allocation, and log-sum-exp's own temporary would double it. Item-major
+        # (V, rows): its three matmuls run faster on CPU than on the row-major layout (BENCHMARKS.md).
+        buf = torch.empty(min(rows, n) * w.shape[0], device=h.device, dtype=acc)
         with torch.no_grad(), torch.autocast(h.device.type, enabled=False):
             for s in range(0, n, rows):
                 hc, tc = hv[s : s + rows], tv[s : s + rows]
                 at = torch.arange(hc.shape[0], device=h.device)
-                logits = buf[: hc.shape[0]]
+                logits = buf[: w.shape[0] * hc.shape[0]].view(w.shape[0], hc.shape[0])  # column j: row s + j
                 if mm == acc:
-                    torch.mm(hc, wm.T, out=logits)
+                    torch.mm(wm, hc.T, out=logits)
                 else:
-                    logits.copy_(hc @ wm.T)
-                picked = logits[at, tc]
-                top = logits.amax(dim=-1, keepdim=True)
-                sums = logits.sub_(top).exp_().sum(dim=-1, keepdim=True)
-                total += (top.squeeze(-1) + sums.squeeze(-1).log() - picked).sum()
+                    logits.copy_(wm @ hc.T)
+                picked = logits[tc, at]
+                top = logits.amax(dim=0)
+                sums = logits.sub_(top).exp_().sum(dim=0)
+                total += (top + sums.log() - picked).sum()
                 if gh is None and gw is None:
                     continue
-                p = logits.div_(sums)  # the softmax
-                p[at, tc] -= 1.0
-                p.mul_(inv)
+                p = logits.mul_(inv / sums)  # softmax / valid rows
+                p[tc, at] -= inv
                 if gh is not None:
-                    torch.mm(p, wa, out=gh[s : s + rows])
+                    torch.mm(p.T, wa, out=gh[s : s + rows])
                 if gw is not None:
-                    gw.addmm_(p.T, hc.to(acc))
+                    gw.addmm_(p, hc.to(acc))
         # Held as attributes, not saved tensors: the backward hands them on (scaled in place), so autograd can
         # take dW as W's .grad without a copy of a V x D tensor.
         ctx.grads = (valid, gh, gw)
