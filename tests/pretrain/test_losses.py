@@ -13,8 +13,7 @@ from uqa_ray.config import build
 from uqa_ray.encoders import preset_config
 from uqa_ray.pretrain.losses import (
     IGNORE, LIBRARY_CE, LossConfig, chunked_cross_entropy, full_cross_entropy, fused_cross_entropy, fused_rows,
-    info_nce,
-    naive_cross_entropy, sampled_softmax,
+    info_nce, naive_cross_entropy, sampled_softmax,
 )
 from uqa_ray.pretrain.config import PretrainConfig
 from uqa_ray.pretrain.metrics import ranks_from_scores, target_ranks

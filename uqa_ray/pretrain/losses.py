@@ -125,8 +125,8 @@ class _FusedCE(torch.autograd.Function):
     """Mean over valid rows of logsumexp_v(h.W_v) - h.W_target, with its gradients made in the forward.
 
     Per row chunk (`fused_rows`): logits in the inputs' common dtype (as `_ChunkedCE`), then in fp32 (fp64
-    for fp64 inputs) the log-sum-exp, the loss and p = softmax - one_hot(target), scaled by 1 / rows; dh = p W and
-    dW += p^T h. The backward multiplies the stored gradients by the upstream gradient, in place.
+    for fp64 inputs) the log-sum-exp, the loss and p = softmax - one_hot(target), scaled by 1 / rows;
+    dh = p W and dW += p^T h. The backward multiplies the stored gradients by the upstream gradient, in place.
     """
 
     @staticmethod
