@@ -115,8 +115,8 @@ class _ChunkedCE(torch.autograd.Function):
 
 
 def fused_rows(max_logits: int, items: int) -> int:
-    """Rows per chunk of the fused CE: `max_logits // items`, from 64 up rounded down to a multiple of 64
-    (CPU matmuls measured up to 1.3x slower at 67, 112 or 270 rows than at 64, 128 or 256: BENCHMARKS.md)."""
+    """Rows per chunk of the fused CE: `max_logits // items`, from 64 up rounded down to a multiple of 64,
+    the row counts its CPU matmuls run fastest at (BENCHMARKS.md, "Full-vocabulary CE")."""
     rows = max(1, max_logits // items)
     return rows - rows % 64 if rows >= 64 else rows
 
